@@ -1,0 +1,1 @@
+"""The `regionfarm` command line."""

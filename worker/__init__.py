@@ -1,0 +1,1 @@
+"""regionfarm workers: the render engine (worker.render) and, later, the queue side."""

@@ -1,0 +1,20 @@
+"""The render engine: StreamMultiDiffusion on diffusers, as plain functions (no queue, no storage)."""
+
+from .errors import InvalidJob, ModelUnavailable, RenderCanceled, RenderError
+from .imageio import encode_image
+from .job import JobInputs, RenderResult, load_inputs, render_job
+from .loading import LoadedModel, load_model
+
+__all__ = [
+    "InvalidJob",
+    "JobInputs",
+    "LoadedModel",
+    "ModelUnavailable",
+    "RenderCanceled",
+    "RenderError",
+    "RenderResult",
+    "encode_image",
+    "load_inputs",
+    "load_model",
+    "render_job",
+]

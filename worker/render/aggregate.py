@@ -1,0 +1,31 @@
+"""Latent pre-averaging: the weighted average of predicted clean latents over regions and views."""
+
+from __future__ import annotations
+
+import torch
+
+from .tiles import View
+
+
+class Accumulator:
+    """Sums w * x0 and w over views for one step, then gives the weighted average."""
+
+    def __init__(self, latent_shape: tuple[int, ...], device: torch.device):
+        self.num = torch.zeros(latent_shape, dtype=torch.float32, device=device)
+        self.den = torch.zeros((1, 1, *latent_shape[-2:]), dtype=torch.float32, device=device)
+
+    def add(self, view: View, x0: torch.Tensor, weight: torch.Tensor) -> None:
+        """x0: (P, C, h, w) predictions in the view; weight: (P, 1, h, w)."""
+        rows, cols = view.slices
+        self.num[..., rows, cols] += (weight * x0.float()).sum(dim=0, keepdim=True)
+        self.den[..., rows, cols] += weight.sum(dim=0, keepdim=True)
+
+    def result(self, background: torch.Tensor | None = None) -> torch.Tensor:
+        """sum(w x0) / sum(w) where sum(w) > 0, else 0; with a fixed clean background latent,
+        the unclaimed part (1 - D, clipped) is filled with it: for D <= 1 this equals
+        sum(w x0) + (1 - D) * background."""
+        mixed = torch.where(self.den > 0, self.num / self.den.clamp_min(1e-12), self.num)
+        if background is None:
+            return mixed
+        a = (1 - self.den).clamp(0, 1)
+        return (1 - a) * mixed + a * background.float()

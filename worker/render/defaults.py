@@ -1,0 +1,30 @@
+"""Named constants of the render engine, with their units (see shared/design/algorithm.md)."""
+
+from __future__ import annotations
+
+LCM_GRID_STEPS = 50
+"""StreamMultiDiffusion picks its steps from a 50-step LCM grid (timesteps 999, 979, ..., 19)."""
+
+SMD_T_INDEX_LIST = (0, 4, 12, 25, 37)
+"""Indices into that grid for the default 5-step schedule: timesteps 999, 919, 759, 499, 259."""
+
+SMD_DEFAULT_STEPS = len(SMD_T_INDEX_LIST)
+"""A job asking for this many LCM steps gets the table above; any other count gets LCM spacing."""
+
+COVER_ALPHA = 0.3
+"""Factor a mask is multiplied by where a later (higher) region's mask is > 0 (layer order)."""
+
+BOOTSTRAP_MIX_STEPS = 1.0
+"""Steps (fractional) during which the bootstrap background is pure white, then the background."""
+
+WHITE_BACKGROUND_PROMPT = "simple white background image"
+"""Prompt standing for the plain white background when a job gives none (as the reference)."""
+
+LATENT_SCALE = 8
+"""Pixels per latent pixel for the SD1.5 and SDXL VAEs."""
+
+LATENT_CHANNELS = 4
+"""Channels of the SD1.5 / SDXL latent."""
+
+MIN_BLUR_SIGMA = 1e-3
+"""Gaussian blur sigma (pixels) below which a mask is left unblurred."""

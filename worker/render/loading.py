@@ -1,0 +1,186 @@
+"""Loads a served model once: hub id, local diffusers directory or built-in, LoRA fused, LCM."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from schemas import ModelEntry
+
+from . import tiny
+from .errors import ModelUnavailable
+from .runtime import quiet_libraries
+
+log = logging.getLogger(__name__)
+
+LOAD_COUNT = 0
+"""Pipelines this process has loaded; workers load once, tests and metrics count it."""
+
+
+@dataclass
+class LoadedModel:
+    """A pipeline ready to render, with what the engine needs to know about it."""
+
+    name: str
+    entry: ModelEntry
+    pipe: Any  # a diffusers StableDiffusionPipeline
+    device: torch.device
+    dtype: torch.dtype
+    tiny_vae: Any = None  # an AutoencoderTiny for decoding, when the models file names one
+    load_seconds: float = 0.0
+    versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def native_size(self) -> int:
+        """The model's native canvas side in pixels (its tile size)."""
+        return self.entry.native_size
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    """`cpu`, `cuda`, `cuda:N`, or None for CUDA when present, else the CPU."""
+    if requested:
+        device = torch.device(requested)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ModelUnavailable(f"device {requested!r} was asked for but CUDA is not available")
+        return device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_dtype(entry: ModelEntry, device: torch.device) -> torch.dtype:
+    """fp16 on CUDA and fp32 on the CPU unless the models file names a dtype."""
+    if entry.dtype != "auto":
+        return getattr(torch, entry.dtype)
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def resolve_source(source: str, cache_dir: Path) -> tuple[str, bool]:
+    """(path or hub id, is_local) for a models-file source; builds built-ins on first use."""
+    if source.startswith("builtin:"):
+        return str(tiny.builtin_path(source.removeprefix("builtin:"), cache_dir)), True
+    if source.endswith(".safetensors"):
+        raise ModelUnavailable(
+            f"single-file checkpoints ({source}) are not supported yet; convert it to a diffusers "
+            "directory or name a hub id"
+        )
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return str(path), True
+    if source.startswith((".", "/", "~")):
+        raise ModelUnavailable(f"model directory {source} does not exist")
+    return source, False
+
+
+def load_model(
+    entry: ModelEntry, *, device: str | torch.device | None = None, cache_dir: Path
+) -> LoadedModel:
+    """Load the pipeline named by `entry`, fuse its LoRA, and switch it to the LCM scheduler."""
+    global LOAD_COUNT
+    quiet_libraries()
+    from diffusers import LCMScheduler, StableDiffusionPipeline
+
+    if entry.family != "sd15":
+        raise ModelUnavailable(f"model {entry.name}: family {entry.family} is not supported yet")
+    started = time.perf_counter()
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    dtype = pick_dtype(entry, dev)
+    source, local = resolve_source(entry.source, cache_dir)
+    kwargs = {
+        "dtype": dtype,
+        "safety_checker": None,
+        "requires_safety_checker": False,
+        "local_files_only": local,
+    }
+    try:
+        pipe = _from_pretrained(StableDiffusionPipeline, source, dev, kwargs)
+    except ModelUnavailable:
+        raise
+    except Exception as exc:  # diffusers raises OSError, ValueError, EnvironmentError...
+        raise ModelUnavailable(f"model {entry.name}: cannot load {source}: {exc}") from exc
+    pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
+    if entry.lora:
+        _fuse_lora(pipe, entry, cache_dir)
+    pipe.to(dev)
+    pipe.set_progress_bar_config(disable=True)
+    tiny_vae = _load_tiny_vae(entry, dev, dtype, cache_dir) if entry.tiny_vae else None
+    LOAD_COUNT += 1
+    seconds = time.perf_counter() - started
+    log.info(
+        "loaded model %s from %s on %s (%s) in %.1f s", entry.name, source, dev, dtype, seconds
+    )
+    return LoadedModel(
+        name=entry.name,
+        entry=entry,
+        pipe=pipe,
+        device=dev,
+        dtype=dtype,
+        tiny_vae=tiny_vae,
+        load_seconds=seconds,
+        versions=library_versions(),
+    )
+
+
+def _from_pretrained(cls, source: str, device: torch.device, kwargs: dict):
+    # Hub repos of SD1.5 models usually carry an fp16 variant; try it first on the GPU only,
+    # and fall back to the default weights when the repo has none.
+    if device.type == "cuda" and not kwargs["local_files_only"]:
+        try:
+            return cls.from_pretrained(source, variant="fp16", **kwargs)
+        except (OSError, ValueError):
+            pass
+    return cls.from_pretrained(source, **kwargs)
+
+
+def _fuse_lora(pipe, entry: ModelEntry, cache_dir: Path) -> None:
+    """Load the LoRA, fuse it into the UNet at its scale, and drop the adapter layers."""
+    lora_source, _ = resolve_source(entry.lora, cache_dir)
+    try:
+        pipe.load_lora_weights(lora_source, adapter_name="lcm")
+    except Exception as exc:
+        raise ModelUnavailable(f"model {entry.name}: cannot load LoRA {entry.lora}: {exc}") from exc
+    pipe.fuse_lora(lora_scale=entry.lora_scale)
+    # Fused weights stay; the PEFT wrappers go, so every UNet call is a plain one.
+    pipe.unload_lora_weights()
+
+
+def _load_tiny_vae(entry: ModelEntry, device: torch.device, dtype: torch.dtype, cache_dir: Path):
+    from diffusers import AutoencoderTiny
+
+    source, local = resolve_source(entry.tiny_vae, cache_dir)
+    try:
+        vae = AutoencoderTiny.from_pretrained(source, dtype=dtype, local_files_only=local)
+    except Exception as exc:
+        raise ModelUnavailable(f"model {entry.name}: cannot load tiny VAE {source}: {exc}") from exc
+    return vae.to(device)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions that decide the pixels; written next to every image."""
+    import diffusers
+    import transformers
+
+    return {
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+    }
+
+
+def weights_available(entry: ModelEntry, cache_dir: Path) -> bool:
+    """Whether `entry` can be loaded without the network (built-ins can always be built)."""
+    for source in filter(None, (entry.source, entry.lora)):
+        if source.startswith("builtin:"):
+            continue
+        if Path(source).expanduser().exists():
+            continue
+        try:
+            from huggingface_hub import snapshot_download
+
+            snapshot_download(source, local_files_only=True)
+        except Exception:  # noqa: BLE001 -- any failure means "not available offline"
+            return False
+    return True

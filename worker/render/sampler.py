@@ -1,0 +1,138 @@
+"""The region-based LCM sampler: MultiDiffusion with StreamMultiDiffusion's stabilization."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .aggregate import Accumulator
+from .centering import bbox_center_shifts, roll_each
+from .defaults import BOOTSTRAP_MIX_STEPS
+from .errors import RenderCanceled
+from .schedule import Schedule
+from .tiles import View
+
+StepCallback = Callable[[int, int], None]
+CancelCheck = Callable[[], bool]
+
+
+@dataclass
+class SamplerInputs:
+    """Everything the loop needs, already on the model's device.
+
+    cond / uncond: (R, tokens, dim) embeddings per sampled region (uncond only when guidance
+    > 1); masks: (R, T, 1, h, w) per-step weights; background: the fixed clean background latent
+    (1, C, h, w) or None; white: the white latent (1, C, h, w) used to bootstrap.
+    """
+
+    cond: torch.Tensor
+    uncond: torch.Tensor | None
+    masks: torch.Tensor
+    background: torch.Tensor | None
+    white: torch.Tensor
+    views: list[View]
+    view_weights: list[torch.Tensor]
+    schedule: Schedule
+    guidance_scale: float
+    bootstrap_steps: int
+    leak_sensitivity: float
+    generator: torch.Generator
+
+
+def _randn(shape, inputs: SamplerInputs, like: torch.Tensor) -> torch.Tensor:
+    # Noise is drawn on the CPU from the job's generator, so a seed gives the same noise on
+    # every device, and drawn for the whole canvas, so skipping or batching views cannot change
+    # which numbers go where.
+    return torch.randn(shape, generator=inputs.generator, dtype=torch.float32).to(like)
+
+
+@torch.no_grad()
+def sample(
+    unet,
+    inputs: SamplerInputs,
+    latent_shape: tuple[int, int, int, int],
+    *,
+    on_step: StepCallback | None = None,
+    should_cancel: CancelCheck | None = None,
+) -> torch.Tensor:
+    """Run every step and return the final predicted clean latent (1, C, h, w), float32."""
+    device = inputs.masks.device
+    sched = inputs.schedule
+    total = len(sched)
+    x = _randn(latent_shape, inputs, inputs.masks)  # the generator's first draw
+    x0_mix = x
+    for i in range(total):
+        _check_cancel(should_cancel)
+        boot = None
+        if i < inputs.bootstrap_steps:
+            boot = _bootstrap_background(i, x, inputs, latent_shape)
+        acc = Accumulator(latent_shape, device)
+        for view, tile_weight in zip(inputs.views, inputs.view_weights):
+            _check_cancel(should_cancel)
+            _denoise_view(unet, i, x, boot, view, tile_weight, inputs, acc)
+        x0_mix = acc.result(inputs.background)
+        if i + 1 < total:
+            x = sched.renoise(i + 1, x0_mix, _randn(latent_shape, inputs, x0_mix))
+        if on_step is not None:
+            on_step(i + 1, total)
+    return x0_mix
+
+
+def _check_cancel(should_cancel: CancelCheck | None) -> None:
+    if should_cancel is not None and should_cancel():
+        raise RenderCanceled("the render was canceled")
+
+
+def _bootstrap_background(i, x, inputs: SamplerInputs, shape) -> torch.Tensor:
+    """The noised background each region's copy sees outside its mask at bootstrap step i:
+    white, turning into the fixed background (or the current latent) as i passes the mix steps."""
+    sched = inputs.schedule
+    r = min(1.0, max(0.0, BOOTSTRAP_MIX_STEPS - i))
+    noise = _randn(shape, inputs, x)
+    if inputs.background is not None:
+        clean = r * inputs.white + (1 - r) * inputs.background
+        return sched.renoise(i, clean, noise)
+    # No fixed background: the current latent is already at this step's noise level, so it is
+    # used as it is (the reference noised it a second time, leaving almost pure noise).
+    return r * sched.renoise(i, inputs.white, noise) + (1 - r) * x
+
+
+def _denoise_view(unet, i, x, boot, view, tile_weight, inputs: SamplerInputs, acc) -> None:
+    rows, cols = view.slices
+    masks = inputs.masks[:, i, :, rows, cols]  # (R, 1, h, w)
+    active = torch.nonzero(masks.flatten(1).amax(dim=1) > 0).flatten().tolist()
+    if not active:  # no region claims a pixel here at this step: its weight would be 0
+        return
+    masks = masks[active]
+    xs = x[..., rows, cols].expand(len(active), -1, -1, -1)
+    shifts = None
+    if boot is not None:
+        b_view = boot[..., rows, cols]
+        xs = (1 - masks) * b_view + masks * xs
+        shifts = bbox_center_shifts(masks)
+        xs = roll_each(xs, shifts, sign=-1)
+    eps = _predict(unet, xs, i, active, inputs)
+    x0 = inputs.schedule.denoise(i, xs.float(), eps.float())
+    weight = masks
+    if boot is not None:
+        x0 = roll_each(x0, shifts, sign=+1)
+        if inputs.leak_sensitivity > 0:
+            # Pixels whose prediction still looks like the bootstrap background lose weight.
+            leak = (x0 - b_view.float()).pow(2).mean(dim=1, keepdim=True)
+            weight = weight * (2 * torch.sigmoid(leak / inputs.leak_sensitivity) - 1)
+    acc.add(view, x0, weight * tile_weight)
+
+
+def _predict(unet, xs: torch.Tensor, i: int, active: list[int], inputs: SamplerInputs):
+    """The UNet's guided prediction; the unconditional half only when guidance > 1."""
+    t = torch.tensor(inputs.schedule.timesteps[i], device=xs.device)
+    dtype = unet.dtype
+    cond = inputs.cond[active]
+    if inputs.uncond is None:
+        return unet(xs.to(dtype), t, encoder_hidden_states=cond).sample
+    both = torch.cat([inputs.uncond[active], cond])
+    out = unet(torch.cat([xs, xs]).to(dtype), t, encoder_hidden_states=both).sample
+    uncond_out, cond_out = out.chunk(2)
+    return uncond_out + inputs.guidance_scale * (cond_out - uncond_out)
