@@ -125,7 +125,8 @@ def run_render(args: argparse.Namespace) -> int:
         models = load_models(settings.models_file)
     except (OSError, ValueError) as exc:
         return fail(f"models file: {exc}", EXIT_BAD_INPUT)
-    ctx = ValidationContext.from_settings(settings, models)
+    # Webhooks are not called by a local render, so their hosts are not looked up here.
+    ctx = ValidationContext.from_settings(settings, models, resolve_webhook_hosts=False)
     try:
         spec, warnings = load_spec(args.spec, ctx, model=args.model, seed=args.seed, out=args.out)
     except SpecError as exc:

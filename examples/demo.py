@@ -34,6 +34,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("out"))
     parser.add_argument("--model", help="model name (default: the farm's default, if present)")
     parser.add_argument("--device")
+    parser.add_argument(
+        "--examples",
+        nargs="+",
+        choices=EXAMPLES,
+        default=list(EXAMPLES),
+        help="render only these examples",
+    )
     args = parser.parse_args(argv)
 
     from worker.render import load_model
@@ -41,13 +48,14 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = Settings()
     models = load_models(settings.models_file)
-    ctx = ValidationContext.from_settings(settings, models)
+    # Webhooks are not called by a local render, so their hosts are not looked up here.
+    ctx = ValidationContext.from_settings(settings, models, resolve_webhook_hosts=False)
     configure_torch(settings.torch_threads)
     name = choose_model(settings, models, args.model)
     model = load_model(models[name], device=args.device, cache_dir=settings.model_cache)
     print(f"demo: {name} loaded on {model.device} in {model.load_seconds:.1f} s")
     rows = []
-    for example in EXAMPLES:
+    for example in args.examples:
         out = args.out / f"{example}.png"
         started = time.perf_counter()
         try:

@@ -23,10 +23,10 @@ def lcm():
 
 def coverage(height, width, window, stride):
     views, weights = tile_views(height, width, window, stride)
-    total = torch.zeros(height, width, dtype=torch.float64)
+    total = torch.zeros(1, 1, height, width, dtype=torch.float64)
     for v, w in zip(views, weights):
-        total[v.slices] += w[0, 0].double()
-    return views, total
+        v.add_into(total, w.double())
+    return views, total[0, 0]
 
 
 @pytest.mark.parametrize(
@@ -168,3 +168,17 @@ def test_unclaimed_pixels_are_zero_without_background():
     out = acc.result()
     assert torch.equal(out[..., :2], torch.ones(1, 4, 4, 2))
     assert torch.equal(out[..., 2:], torch.zeros(1, 4, 4, 2))
+
+
+@pytest.mark.parametrize("width,window,stride", [(48, 32, 16), (40, 32, 16), (100, 16, 5)])
+def test_wrapped_tiles_cover_the_circle_with_weights_summing_to_one(width, window, stride):
+    views, weights = tile_views(8, width, (8, window), (8, stride), wrap=True)
+    total = torch.zeros(1, 1, 8, width, dtype=torch.float32)
+    for v, w in zip(views, weights):
+        v.add_into(total, w)
+    assert torch.allclose(total, torch.ones_like(total), atol=1e-5)
+    assert any(v.wraps for v in views)
+    x = torch.arange(8 * width, dtype=torch.float32).view(1, 1, 8, width)
+    last = views[-1]
+    cols = [c % width for c in range(last.left, last.right)]
+    assert torch.equal(last.take(x), x[..., cols])

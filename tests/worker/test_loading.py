@@ -93,3 +93,34 @@ def test_builtin_models_are_built_once_even_by_concurrent_processes(tmp_path):
     stamp = marker.stat().st_mtime_ns
     builtin_path("tiny-random-lcm-lora", tmp_path)
     assert marker.stat().st_mtime_ns == stamp  # found in the cache, not rebuilt
+
+
+def test_tiny_vae_from_a_directory_decodes_the_render(model_cache, tmp_path, ctx, settings):
+    from diffusers import AutoencoderTiny
+
+    from schemas import normalize_spec, parse_spec
+    from worker.render import load_inputs, render_job
+
+    torch.manual_seed(0)
+    AutoencoderTiny(
+        encoder_block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        num_encoder_blocks=(1, 1, 1, 1),
+        num_decoder_blocks=(1, 1, 1, 1),
+    ).save_pretrained(tmp_path / "taesd")
+    plain = load_model(entry(), device="cpu", cache_dir=model_cache)
+    with_tiny = load_model(
+        entry(tiny_vae=str(tmp_path / "taesd")), device="cpu", cache_dir=model_cache
+    )
+    assert type(with_tiny.tiny_vae).__name__ == "AutoencoderTiny"
+    spec, _ = normalize_spec(
+        parse_spec(
+            {"kind": "image", "model": "tiny-random", "seed": 1, "background": {"prompt": "a cat"}},
+            ctx,
+        ),
+        ctx,
+    )
+    inputs = load_inputs(spec, max_pixels=settings.max_pixels)
+    a = render_job(plain, spec, inputs).image
+    b = render_job(with_tiny, spec, inputs).image
+    assert a.size == b.size == (256, 256) and a.tobytes() != b.tobytes()

@@ -16,9 +16,8 @@ class Accumulator:
 
     def add(self, view: View, x0: torch.Tensor, weight: torch.Tensor) -> None:
         """x0: (P, C, h, w) predictions in the view; weight: (P, 1, h, w)."""
-        rows, cols = view.slices
-        self.num[..., rows, cols] += (weight * x0.float()).sum(dim=0, keepdim=True)
-        self.den[..., rows, cols] += weight.sum(dim=0, keepdim=True)
+        view.add_into(self.num, (weight * x0.float()).sum(dim=0, keepdim=True))
+        view.add_into(self.den, weight.sum(dim=0, keepdim=True))
 
     def result(self, background: torch.Tensor | None = None) -> torch.Tensor:
         """sum(w x0) / sum(w) where sum(w) > 0, else 0; with a fixed clean background latent,

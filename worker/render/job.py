@@ -170,7 +170,8 @@ def render_job(
     white = vae_ops.white_latent(vae, model.native_size, (h, w)).to(device)
 
     window = _window(spec, model)
-    views, view_weights = tile_views(h, w, window[0], window[1])
+    wrap = spec.wrap == "horizontal"
+    views, view_weights = tile_views(h, w, window[0], window[1], wrap=wrap)
     generator = torch.Generator("cpu").manual_seed(int(spec.seed))
     sampler_inputs = SamplerInputs(
         cond=cond.to(device, model.dtype),
@@ -196,7 +197,10 @@ def render_job(
 
     t_decode = time.perf_counter()
     decoder = model.tiny_vae or vae
-    pixels = vae_ops.decode(decoder, latent, scaling_vae=vae).cpu()
+    if wrap:
+        pixels = vae_ops.decode_wrapped(decoder, latent, scaling_vae=vae).cpu()
+    else:
+        pixels = vae_ops.decode(decoder, latent, scaling_vae=vae).cpu()
     if fixed_pixels is not None:
         # Untouched pixels keep the background exactly; the seam is as soft as the mask blur.
         alpha = prepared.blurred.sum(dim=0, keepdim=True).clamp(0, 1)

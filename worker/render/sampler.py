@@ -100,16 +100,15 @@ def _bootstrap_background(i, x, inputs: SamplerInputs, shape) -> torch.Tensor:
 
 
 def _denoise_view(unet, i, x, boot, view, tile_weight, inputs: SamplerInputs, acc) -> None:
-    rows, cols = view.slices
-    masks = inputs.masks[:, i, :, rows, cols]  # (R, 1, h, w)
+    masks = view.take(inputs.masks[:, i])  # (R, 1, h, w)
     active = torch.nonzero(masks.flatten(1).amax(dim=1) > 0).flatten().tolist()
     if not active:  # no region claims a pixel here at this step: its weight would be 0
         return
     masks = masks[active]
-    xs = x[..., rows, cols].expand(len(active), -1, -1, -1)
+    xs = view.take(x).expand(len(active), -1, -1, -1)
     shifts = None
     if boot is not None:
-        b_view = boot[..., rows, cols]
+        b_view = view.take(boot)
         xs = (1 - masks) * b_view + masks * xs
         shifts = bbox_center_shifts(masks)
         xs = roll_each(xs, shifts, sign=-1)

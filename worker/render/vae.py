@@ -28,6 +28,21 @@ def decode(vae, latent: torch.Tensor, scaling_vae=None) -> torch.Tensor:
     return (out.float() / 2 + 0.5).clamp(0, 1)
 
 
+WRAP_PAD = 8
+"""Latent columns borrowed from the opposite edge on each side when decoding a 360-degree
+panorama, so the decoder sees the wrap as continuous image (then the borrowed part is cut)."""
+
+
+@torch.no_grad()
+def decode_wrapped(vae, latent: torch.Tensor, scaling_vae=None) -> torch.Tensor:
+    """Decode a horizontally circular latent without a seam at the left/right edge."""
+    pad = min(WRAP_PAD, latent.shape[-1])
+    padded = torch.cat([latent[..., -pad:], latent, latent[..., :pad]], dim=-1)
+    pixels = decode(vae, padded, scaling_vae)
+    cut = pad * LATENT_SCALE
+    return pixels[..., cut : pixels.shape[-1] - cut]
+
+
 @torch.no_grad()
 def white_latent(vae, native_size: int, latent_size: tuple[int, int]) -> torch.Tensor:
     """The latent of an all-white canvas, (1, C, h, w).
