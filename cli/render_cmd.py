@@ -87,7 +87,7 @@ def render_to_file(
 
     inputs = load_inputs(spec, max_pixels=max_pixels)
     started = time.perf_counter()
-    with _progress(quiet, label or f"{spec.width}x{spec.height}") as on_step:
+    with _progress(quiet, label or f"{spec.width}x{spec.height}", spec.steps) as on_step:
         result = render_job(model, spec, inputs, on_step=on_step)
     data = encode_image(result.image, spec.output.format, spec.output.quality)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -164,13 +164,13 @@ def run_render(args: argparse.Namespace) -> int:
 class _progress:
     """A tqdm bar over the denoising steps; yields the engine's on_step callback."""
 
-    def __init__(self, quiet: bool, label: str):
-        self.quiet, self.label, self.bar = quiet, label, None
+    def __init__(self, quiet: bool, label: str, total: int):
+        self.quiet, self.label, self.total, self.bar = quiet, label, total, None
 
     def __enter__(self):
         from tqdm import tqdm
 
-        self.bar = tqdm(total=None, desc=self.label, unit="step", disable=self.quiet)
+        self.bar = tqdm(total=self.total, desc=self.label, unit="step", disable=self.quiet)
 
         def on_step(step: int, total: int) -> None:
             self.bar.total = total
