@@ -20,6 +20,17 @@ def rect_mask(width, height, box) -> str:
     return encode_png_data_uri(m)
 
 
+def one_prompt(kind: str, width: int, height: int, seed: int, prompt: str) -> dict:
+    """A spec of kind `image` or `panorama`: one prompt over the whole canvas."""
+    return {
+        "kind": kind,
+        "width": width,
+        "height": height,
+        "seed": seed,
+        "background": {"prompt": prompt},
+    }
+
+
 def two_regions(width=320, height=192, **extra) -> dict:
     return {
         "kind": "regions",
@@ -96,15 +107,7 @@ def test_background_image_of_another_size_is_resized_with_a_warning(render):
 
 
 def test_panorama_and_image_kinds(render):
-    pano, _ = render(
-        {
-            "kind": "panorama",
-            "width": 768,
-            "height": 128,
-            "seed": 1,
-            "background": {"prompt": "a photo of the alps"},
-        }
-    )
+    pano, _ = render(one_prompt("panorama", 768, 128, 1, "a photo of the alps"))
     assert pano.image.size == (768, 128)
     image, spec = render({"kind": "image", "seed": 1, "background": {"prompt": "a cat"}})
     assert (spec.width, spec.height) == (256, 256) and image.image.size == (256, 256)
@@ -146,15 +149,7 @@ def test_palette_job_renders_like_its_regions(render):
 
 def test_image_kind_equals_one_full_canvas_region_without_bootstrapping(render):
     full = np.ones((192, 256), dtype=bool)
-    image, _ = render(
-        {
-            "kind": "image",
-            "width": 256,
-            "height": 192,
-            "seed": 9,
-            "background": {"prompt": "a lighthouse"},
-        }
-    )
+    image, _ = render(one_prompt("image", 256, 192, 9, "a lighthouse"))
     regions, _ = render(
         {
             "kind": "regions",
@@ -169,13 +164,7 @@ def test_image_kind_equals_one_full_canvas_region_without_bootstrapping(render):
 
 
 def test_same_spec_same_bytes_and_seeds_and_prompts_change_the_image(render):
-    base = {
-        "kind": "image",
-        "width": 256,
-        "height": 256,
-        "seed": 1,
-        "background": {"prompt": "a photo of the alps"},
-    }
+    base = one_prompt("image", 256, 256, 1, "a photo of the alps")
     a, _ = render(base)
     again, _ = render(base)
     assert encode_image(a.image, "png") == encode_image(again.image, "png")
@@ -229,13 +218,7 @@ def seam_and_adjacent(result) -> tuple[float, float]:
 
 
 def test_wrapped_panorama_has_no_seam_where_the_ends_meet(render):
-    data = {
-        "kind": "panorama",
-        "width": 1024,
-        "height": 128,
-        "seed": 4,
-        "background": {"prompt": "a photo of the alps"},
-    }
+    data = one_prompt("panorama", 1024, 128, 4, "a photo of the alps")
     wrapped, _ = render({**data, "wrap": "horizontal"})
     seam, typical = seam_and_adjacent(wrapped)
     assert wrapped.image.size == (1024, 128)
