@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import render_cmd
+from . import api_cmd, keys_cmd, render_cmd, submit_cmd
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -17,6 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     render_cmd.add_parsers(sub)
+    submit_cmd.add_parsers(sub)
+    api_cmd.add_parsers(sub)
+    keys_cmd.add_parsers(sub)
     return parser
 
 

@@ -120,3 +120,12 @@ DEFAULT_RETENTION_DAYS = 7
 
 DEFAULT_JOB_TIME_LIMIT = 3600.0
 """Seconds one render may take before it fails with `timeout`."""
+
+MAX_QUEUED_JOBS = 1000
+"""Most jobs one tenant may have queued (not yet started) at once; more answer 429."""
+
+IDEMPOTENCY_TTL = 24 * 3600
+"""Seconds an Idempotency-Key and its first answer are remembered."""
+
+ASSET_TTL = 24 * 3600
+"""Seconds an uploaded asset is kept after its last use."""

@@ -14,6 +14,7 @@ from schemas.defaults import (
     DEFAULT_MODEL,
     DEFAULT_RETENTION_DAYS,
     MAX_PIXELS,
+    MAX_QUEUED_JOBS,
     MAX_REGIONS,
     MAX_REQUEST_BYTES,
     MIN_SIDE,
@@ -77,6 +78,11 @@ class Settings(BaseSettings):
         ge=1,
         le=MAX_REGIONS,
         description="Most regions (or palette colors) per job.",
+    )
+    max_queued_jobs: int = Field(
+        default=MAX_QUEUED_JOBS,
+        ge=1,
+        description="Most jobs one tenant may have queued at once; more answer 429.",
     )
     data_dir: Path = Field(
         default=Path(".regionfarm"),

@@ -1,0 +1,50 @@
+"""Bearer API keys to tenants; tenants see only their own jobs and assets."""
+
+from __future__ import annotations
+
+from flask import Flask, g, request
+
+from api.errors import ApiError
+from api.state import state
+
+__all__ = ["LOCAL_TENANT", "PUBLIC_PATHS", "install_auth", "tenant"]
+
+LOCAL_TENANT = "local"
+"""Every caller's tenant when no keys are configured (auth off)."""
+PUBLIC_PATHS = frozenset({"/v1/openapi.json"})
+"""Paths under /v1 that need no key; everything outside /v1 needs none either."""
+
+
+def tenant() -> str:
+    """The tenant of the current request (set before the view runs)."""
+    return g.tenant
+
+
+def _authenticate() -> str:
+    keys = state().keys
+    keys.refresh()  # `regionfarm keys add` takes effect without a restart
+    if not keys.enabled:
+        return LOCAL_TENANT
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(
+            401, "unauthorized", "missing API key: send the header 'Authorization: Bearer <key>'",
+            headers={"WWW-Authenticate": 'Bearer realm="regionfarm"'},
+        )  # fmt: skip
+    found = keys.lookup(token.strip())
+    if found is None:
+        raise ApiError(
+            401, "unauthorized", "unknown API key: check it, or make one with "
+            "`regionfarm keys add TENANT`",
+            headers={"WWW-Authenticate": 'Bearer realm="regionfarm", error="invalid_token"'},
+        )  # fmt: skip
+    return found.name
+
+
+def install_auth(app: Flask) -> None:
+    @app.before_request
+    def _check_key() -> None:
+        path = request.path
+        if path.startswith("/v1/") and path not in PUBLIC_PATHS:
+            g.tenant = _authenticate()

@@ -1,0 +1,188 @@
+"""`regionfarm api` (the API alone) and `regionfarm up` (the local farm on embedded defaults)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from farm.embedded import EmbeddedRedis, EmbeddedRedisError
+from farm.keys import KeyRing, KeysFileError
+from farm.logs import configure_logging
+from schemas import ModelsFileError, Settings
+
+__all__ = ["add_parsers", "is_loopback", "serve"]
+
+EXIT_ERROR, EXIT_BAD_INPUT = 1, 2
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
+DEFAULT_WORKERS, DEFAULT_THREADS = 2, 16
+"""gunicorn processes, and threads in each (an open events stream holds one thread)."""
+
+
+def add_parsers(sub: Any) -> None:
+    api = sub.add_parser("api", help="the REST API alone (gunicorn; Flask's server with --dev)")
+    _common(api)
+    api.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="gunicorn processes")
+    api.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="threads per process")
+    api.add_argument("--dev", action="store_true", help="Flask's development server instead")
+    api.set_defaults(handler=run_api)
+
+    up = sub.add_parser("up", help="the whole farm in one process tree on embedded defaults")
+    _common(up)
+    up.add_argument("--data-dir", type=Path, help="embedded Redis and local storage (default "
+                    "REGIONFARM_DATA_DIR or ./.regionfarm)")  # fmt: skip
+    up.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="API processes")
+    up.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="threads per process")
+    up.set_defaults(handler=run_up, dev=False)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default 8000)")
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback address with auth off (no API keys configured)",
+    )
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _settings(**update: Any) -> Settings:
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"REGIONFARM_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise SystemExit(_fail(f"bad configuration: {problems}", EXIT_BAD_INPUT)) from None
+    return settings.model_copy(update={k: v for k, v in update.items() if v is not None})
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"regionfarm: {message}", file=sys.stderr)
+    return code
+
+
+def _check_bind(settings: Settings, host: str, insecure: bool) -> int | None:
+    try:
+        keys = KeyRing(settings.api_keys_file)
+    except KeysFileError as exc:
+        return _fail(str(exc), EXIT_BAD_INPUT)
+    if not keys.enabled and not is_loopback(host) and not insecure:
+        return _fail(
+            f"--host {host} is not a loopback address and no API keys are configured, so "
+            "anyone who reaches it could submit jobs: make a key with `regionfarm keys add "
+            "TENANT` and set REGIONFARM_API_KEYS_FILE, or pass --insecure",
+            EXIT_BAD_INPUT,
+        )
+    return None
+
+
+def run_api(args: argparse.Namespace) -> int:
+    configure_logging()
+    settings = _settings()
+    refused = _check_bind(settings, args.host, args.insecure)
+    if refused is not None:
+        return refused
+    return _with_redis(settings, args)
+
+
+def run_up(args: argparse.Namespace) -> int:
+    configure_logging()
+    settings = _settings(data_dir=args.data_dir)
+    refused = _check_bind(settings, args.host, args.insecure)
+    if refused is not None:
+        return refused
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return _with_redis(settings, args)
+
+
+def _with_redis(settings: Settings, args: argparse.Namespace) -> int:
+    """Serve, with the embedded Redis under the data dir when no REGIONFARM_REDIS_URL is set."""
+    with contextlib.ExitStack() as stack:
+        if not settings.redis_url:
+            embedded = EmbeddedRedis(settings.data_dir)
+            try:
+                url = stack.enter_context(embedded)
+            except EmbeddedRedisError as exc:
+                return _fail(str(exc), EXIT_ERROR)
+            settings = settings.model_copy(update={"redis_url": url})
+        where = "local storage under " + str(settings.data_dir.resolve() / "storage")
+        if settings.s3_endpoint_url:
+            where = f"S3 at {settings.s3_endpoint_url} bucket {settings.s3_bucket}"
+        print(f"regionfarm: API on http://{args.host}:{args.port} (Redis {settings.redis_url}, "
+              f"{where}); Ctrl-C stops it", file=sys.stderr)  # fmt: skip
+        try:
+            serve(settings, args.host, args.port, workers=args.workers, threads=args.threads,
+                  dev=args.dev)  # fmt: skip
+        except (ModelsFileError, KeysFileError, ValueError) as exc:
+            return _fail(str(exc), EXIT_BAD_INPUT)
+    return 0
+
+
+def serve(
+    settings: Settings, host: str, port: int, *, workers: int, threads: int, dev: bool
+) -> None:
+    """Run the API until interrupted: gunicorn, or Flask's development server with `dev`."""
+    if dev:
+        from api.app import create_app  # keeps `regionfarm --help` light
+
+        create_app(settings).run(host=host, port=port, threaded=True, use_reloader=False)
+        return
+    from gunicorn.app.base import BaseApplication
+
+    metrics_dir = tempfile.mkdtemp(prefix="regionfarm-metrics-")
+    # prometheus_client reads this in every gunicorn worker: their counters are merged.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    # Imported only now: prometheus_client picks multiprocess values when a metric is made.
+    from api.app import create_app
+
+    def child_exit(_server: Any, worker: Any) -> None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+    class Gunicorn(BaseApplication):
+        def load_config(self) -> None:
+            options = {
+                "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+                "workers": workers,
+                "worker_class": "gthread",
+                "threads": threads,
+                "timeout": 60,
+                "graceful_timeout": 10,
+                "keepalive": 5,
+                "accesslog": None,
+                # One farm per data dir, many per host: no shared control socket in $HOME.
+                "control_socket_disable": True,
+                "child_exit": child_exit,
+            }
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            # Runs in each worker after the fork: its own Redis and Celery connections.
+            return create_app(settings)
+
+    try:
+        Gunicorn().run()
+    finally:
+        import shutil
+
+        shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -1,0 +1,86 @@
+"""Bearer keys, tenants that see only their own jobs, and auth off only without keys."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from api.app import create_app
+from farm.keys import add_key
+
+PUBLIC = {"/healthz", "/readyz", "/metrics", "/v1/openapi.json"}
+FAKE_ID = "job_01JDX3Q7S9V5T0ZQ4W8N2C6B1A"
+
+
+def _routes(app):
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", lambda m: FAKE_ID, rule.rule)
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            yield rule.rule, path, method
+
+
+def test_every_route_but_the_public_ones_answers_401_without_a_key(app, client):
+    seen = 0
+    for rule, path, method in _routes(app):
+        answer = client.open(path, method=method)
+        if rule in PUBLIC:
+            assert answer.status_code != 401, rule
+            continue
+        seen += 1
+        assert answer.status_code == 401, f"{method} {rule}"
+        assert answer.json["error"]["code"] == "unauthorized"
+        assert answer.headers["WWW-Authenticate"].startswith("Bearer")
+    assert seen >= 8  # the walk really covered the contract's routes
+
+
+def test_a_wrong_key_or_scheme_is_a_401(client, keys):
+    for header in ("Bearer nope", f"Basic {keys['acme']}", "Bearer ", keys["acme"]):
+        answer = client.get("/v1/jobs", headers={"Authorization": header})
+        assert answer.status_code == 401, header
+
+
+def test_another_tenants_job_is_a_404_everywhere(client, auth, spec):
+    job = client.post("/v1/jobs", json=spec, headers=auth("acme")).json
+    jid = job["id"]
+    for method, path in [
+        ("GET", f"/v1/jobs/{jid}"),
+        ("DELETE", f"/v1/jobs/{jid}"),
+        ("GET", f"/v1/jobs/{jid}/result"),
+        ("GET", f"/v1/jobs/{jid}/events"),
+    ]:
+        foreign = client.open(path, method=method, headers=auth("globex"))
+        unknown = client.open(path.replace(jid, FAKE_ID), method=method, headers=auth("globex"))
+        assert foreign.status_code == unknown.status_code == 404, path
+        assert foreign.json["error"]["code"] == unknown.json["error"]["code"] == "not_found"
+    assert client.get("/v1/jobs", headers=auth("globex")).json["jobs"] == []
+    # ... and the owner still has it, untouched by the other tenant's cancel.
+    assert client.get(f"/v1/jobs/{jid}", headers=auth("acme")).json["status"] == "queued"
+
+
+def test_a_key_added_while_the_api_runs_works_without_a_restart(client, keys_file, spec, wait_for):
+    new_key = add_key(keys_file, "initech")
+    headers = {"Authorization": f"Bearer {new_key}"}
+    # The keys file is re-read at most once a second.
+    wait_for(
+        lambda: client.post("/v1/jobs", json=spec, headers=headers).status_code == 202,
+        timeout=5,
+        what="the new key to be accepted",
+    )
+
+
+def test_without_keys_auth_is_off_and_everyone_is_tenant_local(settings, spec, tmp_path, caplog):
+    settings = settings.model_copy(update={"api_keys_file": None})
+    with caplog.at_level("WARNING"):
+        client = create_app(settings).test_client()
+    assert any("auth is off" in r.getMessage() for r in caplog.records)
+    job = client.post("/v1/jobs", json=spec).json
+    assert client.get(f"/v1/jobs/{job['id']}").status_code == 200
+    assert client.application.extensions["regionfarm"].records.get(job["id"])["tenant"] == "local"
+
+
+@pytest.mark.parametrize("path", sorted(PUBLIC))
+def test_public_routes_need_no_key(client, path):
+    assert client.get(path).status_code in (200, 503)

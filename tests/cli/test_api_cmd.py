@@ -1,0 +1,151 @@
+"""`regionfarm api` under gunicorn and `regionfarm up` with its embedded Redis, as processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from farm.keys import add_key
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent / "regionfarm"
+SPEC = ROOT / "examples" / "street.json"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGIONFARM_")}
+    env["REGIONFARM_MODEL_CACHE"] = os.environ.get("REGIONFARM_MODEL_CACHE", "")
+    env.update(extra)
+    return env
+
+
+def _request(url: str, *, method: str = "GET", body: dict | None = None, key: str | None = None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    if body is not None:
+        req.add_header("Content-Type", "application/json")
+    if key:
+        req.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """A farm process whose output goes to `log` (a pipe nobody reads would fill and stall)."""
+    with log.open("ab") as out:
+        return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _wait_ready(base: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()
+        try:
+            if _request(f"{base}/readyz")[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{base} did not become ready")
+
+
+def _stop(proc: subprocess.Popen) -> int:
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.wait(20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_api_refuses_a_public_address_with_auth_off(tmp_path):
+    done = subprocess.run(
+        [str(BIN), "api", "--host", "0.0.0.0"], env=_env(REGIONFARM_DATA_DIR=str(tmp_path)),
+        check=False, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "--insecure" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_api_under_gunicorn_serves_with_keys_and_merges_worker_metrics(redis_url, tmp_path):
+    keys_file = tmp_path / "keys.json"
+    key = add_key(keys_file, "acme")
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = _env(
+        REGIONFARM_REDIS_URL=redis_url,
+        REGIONFARM_API_KEYS_FILE=str(keys_file),
+        REGIONFARM_DATA_DIR=str(tmp_path / "data"),
+        REGIONFARM_DEFAULT_MODEL="tiny-random",
+    )
+    log = tmp_path / "api.log"
+    proc = _start([str(BIN), "api", "--port", str(port), "--workers", "2"], env, log)
+    try:
+        _wait_ready(base, proc, log)
+        spec = json.loads(SPEC.read_text())
+        assert _request(f"{base}/v1/jobs", method="POST", body=spec)[0] == 401
+        for _ in range(6):  # several connections: both gunicorn workers answer some
+            status, body = _request(f"{base}/v1/jobs", method="POST", body=spec, key=key)
+            assert status == 202, body
+        text = _request(f"{base}/metrics")[1].decode()
+        line = next(
+            ln for ln in text.splitlines()
+            if ln.startswith("regionfarm_api_requests_total") and 'status="202"' in ln
+        )  # fmt: skip
+        assert float(line.rsplit(" ", 1)[1]) == 6.0
+        assert 'regionfarm_queue_depth{model="tiny-random"} 6.0' in text
+    finally:
+        code = _stop(proc)
+    assert code == 0
+
+
+@pytest.mark.timeout(300)
+def test_up_keeps_jobs_across_a_restart_and_leaves_no_process_behind(tmp_path):
+    data = tmp_path / "farm"
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    args = [str(BIN), "up", "--data-dir", str(data), "--port", str(port), "--workers", "1"]
+    env = _env()
+    log = tmp_path / "up.log"
+    first = _start(args, env, log)
+    try:
+        _wait_ready(base, first, log)
+        url = (data / "redis" / "url").read_text().strip()
+        submitted = subprocess.run(
+            [str(BIN), "submit", str(SPEC), "--url", base],
+            env=env, check=False, capture_output=True, text=True, timeout=60,
+        )
+        assert submitted.returncode == 0, submitted.stderr
+        job_id = submitted.stdout.split()[0]
+        assert job_id.startswith("job_")
+    finally:
+        assert _stop(first) == 0
+    port_of_redis = url.rsplit(":", 1)[1].split("/")[0]
+    pgrep = ["pgrep", "-f", f"redis-server.*{port_of_redis}"]
+    assert subprocess.run(pgrep, check=False, capture_output=True, text=True).stdout == ""
+    second = _start(args, env, log)
+    try:
+        _wait_ready(base, second, log)
+        status, body = _request(f"{base}/v1/jobs/{job_id}")
+        assert status == 200 and json.loads(body)["status"] == "queued"
+    finally:
+        assert _stop(second) == 0
