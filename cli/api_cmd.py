@@ -22,6 +22,8 @@ __all__ = ["add_parsers", "is_loopback", "serve"]
 
 EXIT_ERROR, EXIT_BAD_INPUT = 1, 2
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
+DEFAULT_KEYS_FILE = "api-keys.json"
+"""The keys file `regionfarm up` reads from its data dir when REGIONFARM_API_KEYS_FILE is unset."""
 DEFAULT_WORKERS, DEFAULT_THREADS = 2, 16
 """gunicorn processes, and threads in each (an open events stream holds one thread)."""
 
@@ -106,6 +108,10 @@ def run_api(args: argparse.Namespace) -> int:
 def run_up(args: argparse.Namespace) -> int:
     configure_logging()
     settings = _settings(data_dir=args.data_dir)
+    keys_file = settings.data_dir / DEFAULT_KEYS_FILE
+    if settings.api_keys_file is None and keys_file.is_file():
+        # `regionfarm keys add` writes here by default: the local farm picks it up.
+        settings = settings.model_copy(update={"api_keys_file": keys_file})
     refused = _check_bind(settings, args.host, args.insecure)
     if refused is not None:
         return refused

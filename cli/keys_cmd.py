@@ -8,11 +8,12 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from cli.api_cmd import DEFAULT_KEYS_FILE
 from farm.keys import KeysFileError, add_key, check_tenant_name, load_keys
 from schemas import Settings
 
 EXIT_ERROR, EXIT_BAD_INPUT = 1, 2
-DEFAULT_FILE_NAME = "api-keys.json"
+DEFAULT_FILE_NAME = DEFAULT_KEYS_FILE
 
 
 def add_parsers(sub) -> None:

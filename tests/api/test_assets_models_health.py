@@ -111,3 +111,24 @@ def test_metrics_count_requests_jobs_and_queue_depth(client, auth, spec):
     assert 'regionfarm_api_submit_seconds_count{route="job"}' in text
     assert 'regionfarm_jobs{status="queued"} 1.0' in text
     assert 'regionfarm_queue_depth{model="tiny-random"} 1.0' in text
+
+
+def test_an_upload_over_max_request_bytes_is_a_413(settings, auth):
+    small = create_app(settings.model_copy(update={"max_request_bytes": 2048})).test_client()
+    noise = np.random.default_rng(0).integers(0, 2, size=(128, 256)).astype(bool)
+    answer = small.post("/v1/assets", data=_png(noise), content_type="image/png",
+                        headers=auth("acme"))  # fmt: skip
+    assert answer.status_code == 413
+
+
+def test_readyz_names_storage_when_it_is_down_and_uploads_answer_503(settings, auth):
+    down = settings.model_copy(
+        update={"s3_endpoint_url": "http://127.0.0.1:1", "s3_bucket": "nowhere"}
+    )
+    client = create_app(down).test_client()
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert [d["loc"] for d in ready.json["error"]["details"]] == [["storage"]]
+    upload = client.post("/v1/assets", data=_stripe(), content_type="image/png",
+                         headers=auth("acme"))  # fmt: skip
+    assert upload.status_code == 503 and upload.json["error"]["code"] == "storage_unavailable"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -132,7 +134,11 @@ def test_up_keeps_jobs_across_a_restart_and_leaves_no_process_behind(tmp_path):
         url = (data / "redis" / "url").read_text().strip()
         submitted = subprocess.run(
             [str(BIN), "submit", str(SPEC), "--url", base],
-            env=env, check=False, capture_output=True, text=True, timeout=60,
+            env=env,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert submitted.returncode == 0, submitted.stderr
         job_id = submitted.stdout.split()[0]
@@ -149,3 +155,35 @@ def test_up_keeps_jobs_across_a_restart_and_leaves_no_process_behind(tmp_path):
         assert status == 200 and json.loads(body)["status"] == "queued"
     finally:
         assert _stop(second) == 0
+
+
+def test_readme_farm_commands_run_as_written(tmp_path):
+    text = (ROOT / "README.md").read_text()
+    lines = [
+        line.split("#")[0].strip()
+        for block in re.findall(r"```sh\n(.*?)```", text, flags=re.DOTALL)
+        for line in block.splitlines()
+        if line.startswith(".venv/bin/regionfarm") and line.split()[1] in ("up", "submit")
+    ]
+    up = [line for line in lines if line.split()[1] == "up"]
+    assert len(up) == 1 and up[0].endswith("&") and len(lines) >= 2
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    args = [str(BIN), *up[0].rstrip("&").split()[1:], "--port", str(port)]
+    log = tmp_path / "up.log"
+    with log.open("ab") as out:
+        server = subprocess.Popen(args, cwd=tmp_path, env=_env(), stdout=out, stderr=out)
+    try:
+        _wait_ready(base, server, log)
+        for line in lines[1:]:
+            done = subprocess.run(
+                [str(BIN), *line.split()[1:], "--url", base],
+                cwd=tmp_path, env=_env(), check=False, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert done.returncode == 0, f"{line}\n{done.stderr}"
+    finally:
+        assert _stop(server) == 0
+    # The job records were kept in Redis's append-only log (a file up to Redis 6, a dir after).
+    redis_dir = tmp_path / ".regionfarm" / "redis"
+    assert any(p.name.startswith("appendonly") for p in redis_dir.iterdir())
