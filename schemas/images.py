@@ -212,17 +212,17 @@ def mask_array(img: Image.Image) -> np.ndarray:
     grayscale image with a transparent color), else its luminance, scaled to 0..1.
     """
     bands = img.getbands()
-    scale = 255.0
     if "A" in bands or "a" in bands:
         values = np.asarray(img.getchannel("A" if "A" in bands else "a"))
     elif "transparency" in img.info and img.mode in ("1", "L", "P", "RGB"):
         values = np.asarray(img.convert("RGBA").getchannel("A"))
     elif img.mode.startswith("I;16") or img.mode == "I":
         # 16-bit grayscale PNGs: Pillow's convert("L") would clip, not scale.
-        values, scale = np.asarray(img, dtype=np.float64), 65535.0
+        return np.asarray(img, dtype=np.float64) / 65535.0 > 0.5
     else:
         values = np.asarray(img.convert("L"))
-    return np.asarray(values, dtype=np.float64) / scale > 0.5
+    # 8 bits: v / 255 > 0.5 exactly when v > 127; comparing integers skips a float copy.
+    return values > 127
 
 
 def decode_mask(
