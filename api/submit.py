@@ -10,9 +10,9 @@ from typing import Any
 from flask import request
 from pydantic import ValidationError
 
-from api.dispatch import send_job
 from api.errors import ApiError
 from api.state import state
+from farm.dispatch import send_job
 from farm.ids import new_job_id
 from farm.records import QuotaExceeded, new_record
 from farm.storage import ObjectMissing, asset_key

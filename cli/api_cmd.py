@@ -6,6 +6,8 @@ import argparse
 import contextlib
 import ipaddress
 import os
+import signal
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -40,6 +42,14 @@ def add_parsers(sub: Any) -> None:
     _common(up)
     up.add_argument("--data-dir", type=Path, help="embedded Redis and local storage (default "
                     "REGIONFARM_DATA_DIR or ./.regionfarm)")  # fmt: skip
+    up.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="start a worker for this model (repeat for more); none: jobs wait",
+    )
+    up.add_argument("--device", help="device of those workers (default: CUDA when present)")
     up.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="API processes")
     up.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="threads per process")
     up.set_defaults(handler=run_up, dev=False)
@@ -119,6 +129,35 @@ def run_up(args: argparse.Namespace) -> int:
     return _with_redis(settings, args)
 
 
+def _start_workers(settings: Settings, args: argparse.Namespace) -> list[subprocess.Popen]:
+    """`regionfarm worker` for each --model, and the webhook worker, on this farm's settings."""
+    models = getattr(args, "model", None) or []
+    if not models:
+        return []
+    env = {**os.environ, "REGIONFARM_REDIS_URL": settings.redis_url or "",
+           "REGIONFARM_DATA_DIR": str(settings.data_dir.resolve())}  # fmt: skip
+    if settings.api_keys_file is not None:
+        env["REGIONFARM_API_KEYS_FILE"] = str(settings.api_keys_file.resolve())
+    command = [sys.executable, "-m", "cli.main", "worker"]
+    procs = [subprocess.Popen([*command, "--webhooks"], env=env)]
+    for model in models:
+        extra = ["--device", args.device] if args.device else []
+        procs.append(subprocess.Popen([*command, "--model", model, *extra], env=env))
+    return procs
+
+
+def _stop_workers(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def _with_redis(settings: Settings, args: argparse.Namespace) -> int:
     """Serve, with the embedded Redis under the data dir when no REGIONFARM_REDIS_URL is set."""
     with contextlib.ExitStack() as stack:
@@ -134,6 +173,8 @@ def _with_redis(settings: Settings, args: argparse.Namespace) -> int:
             where = f"S3 at {settings.s3_endpoint_url} bucket {settings.s3_bucket}"
         print(f"regionfarm: API on http://{args.host}:{args.port} (Redis {settings.redis_url}, "
               f"{where}); Ctrl-C stops it", file=sys.stderr)  # fmt: skip
+        workers = _start_workers(settings, args)
+        stack.callback(_stop_workers, workers)
         try:
             serve(settings, args.host, args.port, workers=args.workers, threads=args.threads,
                   dev=args.dev)  # fmt: skip

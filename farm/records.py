@@ -60,6 +60,11 @@ def cancel_key(job_id: str) -> str:
     return f"{PREFIX}cancel:{job_id}"
 
 
+def lease_key(job_id: str) -> str:
+    """The running job's lease: the holder (``host:pid``), renewed while it renders."""
+    return f"{PREFIX}lease:{job_id}"
+
+
 def events_channel(job_id: str) -> str:
     """Pub/sub channel of one job's progress and status events."""
     return f"{PREFIX}events:{job_id}"
@@ -91,7 +96,7 @@ local function finish(key, id, tenant, old, new, now, ttl)
   leave_active(id, tenant, old)
   redis.call('HSET', key, 'status', new, 'finished_at', now)
   redis.call('HINCRBY', P..'stats:finished', new, 1)
-  redis.call('DEL', P..'cancel:'..id)
+  redis.call('DEL', P..'cancel:'..id, P..'lease:'..id)
   redis.call('EXPIRE', key, ttl)
   publish(id, new)
 end
@@ -144,25 +149,88 @@ return 'final:'..st
 """
 )
 
-# ARGV: id, worker, now, record ttl. Answers the status the job is in afterwards.
+# ARGV: id, worker, now, record ttl, lease holder, lease ttl, max attempts, holder to take
+# over ('' = none). Answers the status afterwards: 'running' means render it; 'busy' means a
+# live worker holds it; anything else means do not render.
 _START = (
     _LUA_COMMON
     + """
 local id = ARGV[1]
 local key = P..'job:'..id
-local st, tenant = unpack(redis.call('HMGET', key, 'status', 'tenant'))
+local st, tenant, attempts = unpack(redis.call('HMGET', key, 'status', 'tenant', 'attempts'))
 if not st then return 'missing' end
+local lease = P..'lease:'..id
 if st == 'canceling' then
   finish(key, id, tenant, st, 'canceled', ARGV[3], tonumber(ARGV[4]))
+  redis.call('DEL', lease)
   return 'canceled'
 end
 if st ~= 'queued' and st ~= 'running' then return st end
+if st == 'running' then
+  local holder = redis.call('GET', lease)
+  if holder and holder ~= ARGV[8] then return 'busy' end
+end
+if tonumber(attempts or '0') >= tonumber(ARGV[7]) then
+  redis.call('HSET', key, 'error', '{"code":"worker_lost","message":"the job was started '
+    ..attempts..' times and its worker died every time: it may be too large for the '
+    ..'workers (try a smaller canvas or fewer regions), or the workers are failing"}')
+  finish(key, id, tenant, st, 'failed', ARGV[3], tonumber(ARGV[4]))
+  redis.call('DEL', lease)
+  return 'failed'
+end
 leave_active(id, tenant, st)
 redis.call('SADD', P..'active:running', id)
 redis.call('HSET', key, 'status', 'running', 'worker', ARGV[2], 'started_at', ARGV[3])
 redis.call('HINCRBY', key, 'attempts', 1)
+redis.call('SET', lease, ARGV[5], 'PX', math.floor(tonumber(ARGV[6]) * 1000))
 if st == 'queued' then publish(id, 'running') end
 return 'running'
+"""
+)
+
+# ARGV: id, holder, lease ttl. Renews a lease we still hold; 0 when it is no longer ours.
+_RENEW = """
+local lease = 'rf:lease:'..ARGV[1]
+if redis.call('GET', lease) ~= ARGV[2] then return 0 end
+redis.call('PEXPIRE', lease, math.floor(tonumber(ARGV[3]) * 1000))
+return 1
+"""
+
+# ARGV: id, now, record ttl, max attempts, holder to take over ('' = none). A running (or
+# canceling) job whose lease has run out goes back to the queue, or ends: 'requeued',
+# 'canceled', 'failed', or 'held' when a live lease exists.
+_REQUEUE = (
+    _LUA_COMMON
+    + """
+local id = ARGV[1]
+local key = P..'job:'..id
+local st, tenant, attempts = unpack(redis.call('HMGET', key, 'status', 'tenant', 'attempts'))
+if not st then
+  redis.call('SREM', P..'active:running', id)
+  redis.call('SREM', P..'active:canceling', id)
+  return 'missing'
+end
+if st ~= 'running' and st ~= 'canceling' then return st end
+local holder = redis.call('GET', P..'lease:'..id)
+if holder and holder ~= ARGV[5] then return 'held' end
+redis.call('DEL', P..'lease:'..id)
+if st == 'canceling' then
+  finish(key, id, tenant, st, 'canceled', ARGV[2], tonumber(ARGV[3]))
+  return 'canceled'
+end
+if tonumber(attempts or '0') >= tonumber(ARGV[4]) then
+  redis.call('HSET', key, 'error', '{"code":"worker_lost","message":"the job was started '
+    ..attempts..' times and its worker died every time: it may be too large for the '
+    ..'workers (try a smaller canvas or fewer regions), or the workers are failing"}')
+  finish(key, id, tenant, st, 'failed', ARGV[2], tonumber(ARGV[3]))
+  return 'failed'
+end
+leave_active(id, tenant, st)
+redis.call('SADD', P..'active:queued', id)
+redis.call('SADD', P..'tenant:'..tenant..':queued', id)
+redis.call('HSET', key, 'status', 'queued', 'progress', '')
+publish(id, 'queued')
+return 'requeued'
 """
 )
 
@@ -258,6 +326,8 @@ class JobRecords:
         self._create = client.register_script(_CREATE)
         self._cancel = client.register_script(_CANCEL)
         self._start = client.register_script(_START)
+        self._renew = client.register_script(_RENEW)
+        self._requeue = client.register_script(_REQUEUE)
         self._progress = client.register_script(_PROGRESS)
         self._finish = client.register_script(_FINISH)
         self._discard = client.register_script(_DISCARD)
@@ -353,11 +423,46 @@ class JobRecords:
 
     # -- the workers' side ---------------------------------------------------------------
 
-    def start(self, job_id: str, worker: str) -> str:
-        """Mark a job running on `worker` (attempts + 1). Answers the status afterwards:
-        'running' means render it; anything else (canceled, missing, a final status) means
-        do not."""
-        return self._start(args=[job_id, worker, now_rfc3339(), self.retention_seconds])
+    def start(
+        self,
+        job_id: str,
+        worker: str,
+        *,
+        holder: str,
+        lease_seconds: float,
+        max_attempts: int,
+        take_over: str = "",
+    ) -> str:
+        """Mark a job running on `worker` (attempts + 1) under a lease held by `holder`.
+
+        Answers the status afterwards: 'running' means render it; 'busy' means another live
+        worker holds its lease; anything else (canceled, failed after `max_attempts`, missing,
+        a final status) means do not. `take_over` names a dead holder whose lease may be
+        taken at once instead of waiting for it to run out.
+        """
+        return self._start(
+            args=[
+                job_id, worker, now_rfc3339(), self.retention_seconds, holder, lease_seconds,
+                max_attempts, take_over,
+            ]
+        )  # fmt: skip
+
+    def renew(self, job_id: str, holder: str, lease_seconds: float) -> bool:
+        """Extend our lease on a running job; False when it is no longer ours."""
+        return bool(self._renew(args=[job_id, holder, lease_seconds]))
+
+    def lease_holder(self, job_id: str) -> str | None:
+        return self.redis.get(lease_key(job_id))
+
+    def requeue(self, job_id: str, *, max_attempts: int, take_over: str = "") -> str:
+        """Put a running job whose lease ran out (its worker died) back in the queue state:
+        'requeued' (send it again), 'canceled', 'failed' (worker_lost), 'held' or 'missing'."""
+        return self._requeue(
+            args=[job_id, now_rfc3339(), self.retention_seconds, max_attempts, take_over]
+        )
+
+    def active_ids(self, status: str) -> list[str]:
+        return sorted(self.redis.smembers(active_key(status)))
 
     def set_progress(self, job_id: str, progress: Mapping[str, Any]) -> bool:
         """Record and publish progress; False when the job is no longer running."""

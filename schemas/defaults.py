@@ -129,3 +129,14 @@ IDEMPOTENCY_TTL = 24 * 3600
 
 ASSET_TTL = 24 * 3600
 """Seconds an uploaded asset is kept after its last use."""
+
+LEASE_SECONDS = 30.0
+"""Seconds a worker's lease on a running job lasts unless renewed (every third of it); a job
+whose lease ran out is re-queued by the reconciler."""
+
+MAX_ATTEMPTS = 3
+"""Starts of one job before it fails with `worker_lost` (its worker died every time)."""
+
+STORAGE_RETRY_SECONDS = 120.0
+"""Seconds a worker keeps retrying an upload to unreachable storage before the job fails with
+`storage_unavailable`."""

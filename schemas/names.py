@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-__all__ = ["QUEUE_PREFIX", "TASK_RENDER", "queue_for_model"]
+__all__ = ["QUEUE_PREFIX", "TASKS", "TASK_RENDER", "TASK_WEBHOOK", "WEBHOOK_QUEUE", "queue_for_model"]
 
 TASK_RENDER = "regionfarm.render"
 """Celery task name of one render job; the API sends it by name, never by import."""
+
+TASK_WEBHOOK = "regionfarm.webhook"
+"""Celery task name of one webhook delivery (the final job object to the job's webhook URL)."""
+
+WEBHOOK_QUEUE = "webhooks"
+"""The light queue of webhook deliveries, served apart from renders so none waits on a GPU."""
+
+TASKS = (TASK_RENDER, TASK_WEBHOOK)
+"""Every task name; the workers must register each one (a test checks)."""
 
 QUEUE_PREFIX = "render."
 """Queue names are this prefix plus a model name: one queue per model, so no worker swaps."""

@@ -13,11 +13,14 @@ from schemas.defaults import (
     DEFAULT_JOB_TIME_LIMIT,
     DEFAULT_MODEL,
     DEFAULT_RETENTION_DAYS,
+    LEASE_SECONDS,
+    MAX_ATTEMPTS,
     MAX_PIXELS,
     MAX_QUEUED_JOBS,
     MAX_REGIONS,
     MAX_REQUEST_BYTES,
     MIN_SIDE,
+    STORAGE_RETRY_SECONDS,
 )
 
 __all__ = ["DEFAULT_MODEL_CACHE", "Settings"]
@@ -104,6 +107,30 @@ class Settings(BaseSettings):
     )
     # NoDecode: pydantic-settings would parse a list field's variable as JSON; the contract
     # says comma-separated hosts, so the validator below reads the raw string.
+    lease_seconds: float = Field(
+        default=LEASE_SECONDS,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds a worker's lease on a running job lasts unless renewed; a job "
+        "whose worker died is re-queued once its lease has run out.",
+    )
+    max_attempts: int = Field(
+        default=MAX_ATTEMPTS,
+        ge=1,
+        description="Starts of one job before it fails with `worker_lost`.",
+    )
+    storage_retry_seconds: float = Field(
+        default=STORAGE_RETRY_SECONDS,
+        ge=0,
+        allow_inf_nan=False,
+        description="Seconds a worker retries uploads to unreachable storage before the job "
+        "fails with `storage_unavailable`.",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="The API's address as clients reach it (e.g. https://farm.example.com); "
+        "result URLs in webhooks point there. Unset: webhooks carry a presigned URL (S3) or none.",
+    )
     webhook_allowlist: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Hosts (or CIDR networks) that webhooks may target over http or at a "

@@ -94,8 +94,22 @@ def aws_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def s3_server(aws_env: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def s3_server(s3_service: tuple[str, subprocess.Popen[bytes]]) -> str:
     """The endpoint URL of a moto S3 server running in a subprocess for the whole session."""
+    return s3_service[0]
+
+
+@pytest.fixture(scope="session")
+def s3_server_process(s3_service: tuple[str, subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+    """The moto server's process (tests freeze it with SIGSTOP to take storage down)."""
+    return s3_service[1]
+
+
+@pytest.fixture(scope="session")
+def s3_service(
+    aws_env: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """moto's S3 server in a subprocess: its URL and its process."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = tmp_path_factory.mktemp("moto") / "server.log"
@@ -109,7 +123,7 @@ def s3_server(aws_env: None, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         )
     try:
         _wait_for(url, proc, log_path)
-        yield url
+        yield url, proc
     finally:
         proc.terminate()
         try:

@@ -43,7 +43,9 @@ def render(self, job_id: str) -> None:
         json.dumps({"job_id": job_id, "priority": info.get("priority"),
                     "queue": info.get("routing_key"), "worker": NAME}),
     )  # fmt: skip
-    status = records.start(job_id, NAME)
+    status = records.start(
+        job_id, NAME, holder=f"{NAME}:{os.getpid()}", lease_seconds=60, max_attempts=3
+    )
     if status != "running":
         client.rpush("test:skipped", json.dumps({"job_id": job_id, "status": status}))
         return

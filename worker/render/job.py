@@ -19,7 +19,7 @@ from .defaults import LATENT_SCALE, WHITE_BACKGROUND_PROMPT
 from .errors import InvalidJob
 from .loading import LoadedModel
 from .masks import background_masks, prepare_masks
-from .sampler import CancelCheck, SamplerInputs, StepCallback, sample
+from .sampler import CancelCheck, LatentCallback, SamplerInputs, StepCallback, sample
 from .schedule import build_schedule
 from .tiles import tile_views
 
@@ -91,6 +91,7 @@ def render_job(
     *,
     on_step: StepCallback | None = None,
     should_cancel: CancelCheck | None = None,
+    on_latent: LatentCallback | None = None,
 ) -> RenderResult:
     """Render a normalized spec (seed, size, steps and guidance filled in) with a loaded model."""
     for name in ("width", "height", "seed", "steps", "guidance_scale"):
@@ -191,7 +192,12 @@ def render_job(
     calls = _CallCounter(pipe.unet)
     t_denoise = time.perf_counter()
     latent = sample(
-        calls, sampler_inputs, (1, channels, h, w), on_step=on_step, should_cancel=should_cancel
+        calls,
+        sampler_inputs,
+        (1, channels, h, w),
+        on_step=on_step,
+        should_cancel=should_cancel,
+        on_latent=on_latent,
     )
     denoise_seconds = time.perf_counter() - t_denoise
 

@@ -15,6 +15,8 @@ from .schedule import Schedule
 from .tiles import View
 
 StepCallback = Callable[[int, int], None]
+LatentCallback = Callable[[int, torch.Tensor], None]
+"""Called after each step with the step number and the current predicted clean latent."""
 CancelCheck = Callable[[], bool]
 
 
@@ -56,6 +58,7 @@ def sample(
     *,
     on_step: StepCallback | None = None,
     should_cancel: CancelCheck | None = None,
+    on_latent: LatentCallback | None = None,
 ) -> torch.Tensor:
     """Run every step and return the final predicted clean latent (1, C, h, w), float32."""
     device = inputs.masks.device
@@ -75,6 +78,8 @@ def sample(
         x0_mix = acc.result(inputs.background)
         if i + 1 < total:
             x = sched.renoise(i + 1, x0_mix, _randn(latent_shape, inputs, x0_mix))
+        if on_latent is not None:
+            on_latent(i + 1, x0_mix)
         if on_step is not None:
             on_step(i + 1, total)
     return x0_mix

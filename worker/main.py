@@ -1,0 +1,133 @@
+"""One worker process: loads its model once, then serves its model's queue (solo pool: the
+process that loaded the model renders; if it dies, its supervisor starts a new one and the
+reconciler re-queues the job). Also the light webhook worker. Run by `regionfarm worker`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+
+from farm.keys import KeyRing
+from farm.logs import configure_logging
+from farm.records import JobRecords
+from farm.redis_conn import connect
+from farm.storage import make_storage
+from schemas import Settings, load_models
+from schemas.names import WEBHOOK_QUEUE, queue_for_model
+from worker.celery_app import make_worker_app
+from worker.tasks import register_tasks
+
+__all__ = ["EXIT_MODEL_UNAVAILABLE", "main", "run_render_worker", "run_webhook_worker"]
+
+log = logging.getLogger(__name__)
+
+EXIT_MODEL_UNAVAILABLE = 3
+"""Exit code of a worker whose model cannot load: its supervisor does not restart it."""
+WEBHOOK_THREADS = 8
+"""Deliveries one webhook worker makes at once."""
+
+
+def _records(settings: Settings) -> JobRecords:
+    return JobRecords(connect(settings.redis_url or ""),
+                      retention_seconds=settings.retention_days * 86400)  # fmt: skip
+
+
+def _celery_worker(app, *, hostname: str, queues: list[str], pool: str, concurrency: int):
+    return app.Worker(
+        hostname=hostname, queues=queues, pool=pool, concurrency=concurrency,
+        prefetch_multiplier=1, without_gossip=True, without_mingle=True,
+        without_heartbeat=True, loglevel="WARNING", optimization="fair",
+    )  # fmt: skip
+
+
+def run_render_worker(
+    settings: Settings, model_name: str, *, device: str | None, node_name: str,
+    metrics_port: int | None = None,
+) -> int:  # fmt: skip
+    """Load `model_name` once and render its queue until stopped; the process's exit code."""
+    from worker import metrics
+    from worker.heartbeat import Heartbeat, reconcile
+    from worker.render import (
+        ModelUnavailable,
+        load_model,
+        loading,
+    )
+    from worker.render.runtime import configure_torch
+    from worker.runner import Runner, holder_alive
+
+    models = load_models(settings.models_file)
+    if model_name not in models:
+        log.error("unknown model %r: the models file has %s", model_name, ", ".join(models))
+        return 2
+    configure_torch(settings.torch_threads)
+    try:
+        model = load_model(models[model_name], device=device, cache_dir=settings.model_cache)
+    except ModelUnavailable as exc:
+        # A worker without its model takes no jobs: they wait for one that has it.
+        log.error("model %s is unavailable, this worker takes no jobs: %s", model_name, exc)
+        return EXIT_MODEL_UNAVAILABLE
+    records = _records(settings)
+    app = make_worker_app(settings)
+    runner = Runner(settings=settings, model=model, models=models, records=records,
+                    storage=make_storage(settings), celery=app, name=node_name)  # fmt: skip
+    register_tasks(app, render=runner.run, webhook=None)
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "device": str(model.device),
+            "loads": loading.LOAD_COUNT, "load_seconds": round(model.load_seconds, 3),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}  # fmt: skip
+    heartbeat = Heartbeat(
+        records=records, name=node_name, model=model_name, info=info, renew=runner.renew_lease,
+        reconcile_pass=lambda: reconcile(records, app, max_attempts=settings.max_attempts,
+                                         holder_alive=holder_alive),
+        interval=settings.lease_seconds / 3,
+    )  # fmt: skip
+    heartbeat.start()
+    if metrics_port:
+        metrics.serve(metrics_port)
+    log.info("worker %s serves %s on %s", node_name, model_name, model.device)
+    worker = _celery_worker(app, hostname=node_name, queues=[queue_for_model(model_name)],
+                            pool="solo", concurrency=1)  # fmt: skip
+    try:
+        worker.start()
+    finally:
+        heartbeat.stop()
+    return int(worker.exitcode or 0)
+
+
+def run_webhook_worker(settings: Settings, *, node_name: str) -> int:
+    """Deliver webhooks from their light queue (threads: deliveries wait on the network)."""
+    from worker.deliveries import WebhookSender
+
+    records = _records(settings)
+    app = make_worker_app(settings)
+    sender = WebhookSender(settings=settings, records=records, keys=KeyRing(settings.api_keys_file),
+                           storage=make_storage(settings))  # fmt: skip
+    register_tasks(app, render=None, webhook=sender.task)
+    app.conf.worker_prefetch_multiplier = 4
+    worker = _celery_worker(app, hostname=node_name, queues=[WEBHOOK_QUEUE], pool="threads",
+                            concurrency=WEBHOOK_THREADS)  # fmt: skip
+    worker.start()
+    return int(worker.exitcode or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m worker.main``: what `regionfarm worker` runs in each child process."""
+    parser = argparse.ArgumentParser(prog="python -m worker.main")
+    parser.add_argument("--model")
+    parser.add_argument("--device")
+    parser.add_argument("--node-name", required=True)
+    parser.add_argument("--metrics-port", type=int)
+    parser.add_argument("--webhooks", action="store_true")
+    args = parser.parse_args(argv)
+    configure_logging()
+    settings = Settings()
+    if args.webhooks:
+        return run_webhook_worker(settings, node_name=args.node_name)
+    return run_render_worker(settings, args.model, device=args.device, node_name=args.node_name,
+                             metrics_port=args.metrics_port)  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())
