@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -14,6 +15,7 @@ from api.idempotency import claim
 from api.metrics import SUBMIT_SECONDS
 from api.state import state
 from api.submit import enqueue, prepare_batch, prepare_one, read_json
+from farm.dispatch import send_webhook
 from farm.ids import is_job_id
 from farm.records import to_public
 from farm.storage import job_object_key
@@ -138,7 +140,10 @@ def cancel(job_id: str) -> Response:
         raise ApiError(
             409, "job_finished", f"job {job_id} already ended {outcome[6:]}: nothing to cancel"
         )
-    response = jsonify(_public(_record(job_id)))
+    record = _record(job_id)
+    if outcome == "canceled" and json.loads(record["spec"]).get("webhook"):
+        send_webhook(st.celery, job_id)  # it ended here: no worker will send it
+    response = jsonify(_public(record))
     response.status_code = 202
     return response
 

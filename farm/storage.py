@@ -392,7 +392,9 @@ class LocalStorage(Storage):
     """Files under `root`, one per key; the sha256 and content type in a hidden sidecar."""
 
     def __init__(self, root: Path, prefix: str = "") -> None:
-        self.root, self.prefix = Path(root), _norm_prefix(prefix)
+        # Absolute: a relative root would follow whatever directory a caller runs from (Flask
+        # resolves relative send_file paths against the app package, for one).
+        self.root, self.prefix = Path(root).resolve(), _norm_prefix(prefix)
 
     def __str__(self) -> str:
         return f"local storage {str(self.root)!r}"

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["QUEUE_PREFIX", "TASKS", "TASK_RENDER", "TASK_WEBHOOK", "WEBHOOK_QUEUE", "queue_for_model"]
+__all__ = [
+    "QUEUE_PREFIX",
+    "TASKS",
+    "TASK_RENDER",
+    "TASK_WEBHOOK",
+    "WEBHOOK_QUEUE",
+    "queue_for_model",
+]
 
 TASK_RENDER = "regionfarm.render"
 """Celery task name of one render job; the API sends it by name, never by import."""

@@ -48,6 +48,7 @@ def run_render_worker(
     metrics_port: int | None = None,
 ) -> int:  # fmt: skip
     """Load `model_name` once and render its queue until stopped; the process's exit code."""
+    # torch and diffusers come in with the engine: imported here, not by the webhook worker.
     from worker import metrics
     from worker.heartbeat import Heartbeat, reconcile
     from worker.render import (
@@ -56,6 +57,7 @@ def run_render_worker(
         loading,
     )
     from worker.render.runtime import configure_torch
+    from worker.retention import SWEEP_INTERVAL, SWEEP_LOCK, sweep
     from worker.runner import Runner, holder_alive
 
     models = load_models(settings.models_file)
@@ -77,11 +79,15 @@ def run_render_worker(
     info = {"pid": os.getpid(), "host": socket.gethostname(), "device": str(model.device),
             "loads": loading.LOAD_COUNT, "load_seconds": round(model.load_seconds, 3),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}  # fmt: skip
+
+    def housekeeping() -> None:
+        reconcile(records, app, max_attempts=settings.max_attempts, holder_alive=holder_alive)
+        if records.redis.set(SWEEP_LOCK, node_name, nx=True, ex=SWEEP_INTERVAL):
+            sweep(runner.storage, records.redis, retention_days=settings.retention_days)
+
     heartbeat = Heartbeat(
         records=records, name=node_name, model=model_name, info=info, renew=runner.renew_lease,
-        reconcile_pass=lambda: reconcile(records, app, max_attempts=settings.max_attempts,
-                                         holder_alive=holder_alive),
-        interval=settings.lease_seconds / 3,
+        reconcile_pass=housekeeping, interval=settings.lease_seconds / 3,
     )  # fmt: skip
     heartbeat.start()
     if metrics_port:

@@ -96,6 +96,15 @@ class Workers:
                 ))  # fmt: skip
         return self.wait_live(len(self.procs)) if wait else []
 
+    def start_webhooks(self) -> subprocess.Popen[bytes]:
+        """The webhook delivery worker (`regionfarm worker --webhooks`)."""
+        with (self.logs / "webhooks.log").open("ab") as log:
+            proc = subprocess.Popen([str(BIN), "worker", "--webhooks"],
+                                    env=settings_env(self.settings), stdout=log,
+                                    stderr=subprocess.STDOUT)  # fmt: skip
+        self.procs.append(proc)
+        return proc
+
     def live(self) -> list[dict[str, Any]]:
         return [w for w in live_workers(self.r) if w["model"] == MODEL]
 
@@ -129,10 +138,12 @@ def workers(farm_settings: Settings, r: redis.Redis, tmp_path: Path) -> Iterator
     handle.stop()
 
 
-def _wait_status(api, job_id: str, statuses: tuple[str, ...], timeout: float) -> dict[str, Any]:
+def _wait_status(
+    api, job_id: str, statuses: tuple[str, ...], timeout: float, headers: dict | None = None
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
-        job = api.get(f"/v1/jobs/{job_id}").json
+        job = api.get(f"/v1/jobs/{job_id}", headers=headers).json
         if job["status"] in statuses:
             return job
         if time.monotonic() > deadline:
