@@ -84,14 +84,17 @@ class Workers:
         self.settings, self.r, self.logs = settings, r, logs
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, count: int = 1, *, wait: bool = True) -> list[dict[str, Any]]:
+    def start(
+        self, count: int = 1, *, wait: bool = True, metrics_port: int | None = None
+    ) -> list[dict[str, Any]]:
         env = settings_env(self.settings)
         self.logs.mkdir(parents=True, exist_ok=True)
         for _ in range(count):
             n = len(self.procs)
             with (self.logs / f"worker{n}.log").open("ab") as log:
                 self.procs.append(subprocess.Popen(
-                    [str(BIN), "worker", "--model", MODEL, "--device", "cpu", "--name", f"w{n}"],
+                    [str(BIN), "worker", "--model", MODEL, "--device", "cpu", "--name", f"w{n}",
+                     *(["--metrics-port", str(metrics_port)] if metrics_port else [])],
                     env=env, stdout=log, stderr=subprocess.STDOUT,
                 ))  # fmt: skip
         return self.wait_live(len(self.procs)) if wait else []

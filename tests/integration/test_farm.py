@@ -169,3 +169,24 @@ def test_a_job_that_kills_its_worker_every_time_fails_with_worker_lost(
     assert current["status"] == "failed", current
     assert current["error"]["code"] == "worker_lost" and current["attempts"] == 3
     assert kills == 3
+
+
+def test_queued_jobs_start_in_priority_order_and_the_worker_reports_metrics(
+    api, workers, make_spec, wait_status
+):
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    priorities = [1, 9, 5, 0, 7]
+    ids = {api.post("/v1/jobs", json=make_spec(priority=p, seed=p)).json["id"]: p
+           for p in priorities}  # fmt: skip
+    workers.start(1, metrics_port=port)
+    finals = [wait_status(api, jid, ("succeeded",), timeout=180) for jid in ids]
+    order = [ids[j["id"]] for j in sorted(finals, key=lambda j: j["started_at"])]
+    assert order == sorted(priorities, reverse=True)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    assert 'regionfarm_worker_jobs_total{status="succeeded"} 5.0' in text
+    assert 'regionfarm_worker_render_seconds_count{model="tiny-random"} 5.0' in text
