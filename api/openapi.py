@@ -19,6 +19,7 @@ from schemas.job import (
     BatchAnswer,
     BatchRequest,
     ErrorBody,
+    FarmStatus,
     Job,
     JobList,
     ModelList,
@@ -124,6 +125,8 @@ OPERATIONS: tuple[Op, ...] = (
        errors=(413, 415, 422, 503)),
     Op("get", "/v1/models", "The farm's models, with live worker counts", "models",
        {200: Resp("Models.", ModelList, ex.MODELS)}),
+    Op("get", "/v1/status", "Queue depth per model, live workers, recent failures", "models",
+       {200: Resp("The farm now.", FarmStatus, ex.STATUS)}),
     Op("get", "/healthz", "The process is up", "health",
        {200: Resp("Up.", Status, {"status": "ok", "checks": {}})}, public=True),
     Op("get", "/readyz", "Broker and storage answer", "health",
@@ -136,7 +139,7 @@ OPERATIONS: tuple[Op, ...] = (
 )  # fmt: skip
 
 _MODELS: tuple[type[BaseModel], ...] = (
-    Job, JobList, BatchAnswer, AssetInfo, ModelList, Status, ErrorBody,
+    Job, JobList, BatchAnswer, AssetInfo, ModelList, FarmStatus, Status, ErrorBody,
 )  # fmt: skip
 
 

@@ -112,3 +112,17 @@ EVENTS = (
     'event: progress\ndata: {"step":3,"total":5,"eta_seconds":1.2}\n\n'
     'event: job\ndata: {"id":"job_01JDX3Q7S9V5T0ZQ4W8N2C6B1A","status":"succeeded",...}\n\n'
 )
+
+STATUS = {
+    "queues": [{"model": "sd15-lcm", "queued": 12, "workers": 2}],
+    "workers": [
+        {"name": "gpu0@host-a", "model": "sd15-lcm", "device": "cuda:0", "seen_seconds_ago": 3.2}
+    ],
+    "recent_failures": [
+        {
+            "id": "job_01JDX3Q7S9V5T0ZQ4W8N2C6B1A",
+            "finished_at": "2026-11-26T04:47:17.950Z",
+            "error": {"code": "out_of_memory", "message": "out of GPU memory rendering ..."},
+        }
+    ],
+}

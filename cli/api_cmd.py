@@ -47,7 +47,11 @@ def add_parsers(sub: Any) -> None:
         action="append",
         default=[],
         metavar="NAME",
-        help="start a worker for this model (repeat for more); none: jobs wait",
+        help="start workers for this model (repeat for more; default: the farm's default "
+        "model): one per visible GPU, or one on the CPU",
+    )
+    up.add_argument(
+        "--no-worker", action="store_true", help="no render worker: jobs wait for one to connect"
     )
     up.add_argument("--device", help="device of those workers (default: CUDA when present)")
     up.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="API processes")
@@ -131,18 +135,21 @@ def run_up(args: argparse.Namespace) -> int:
 
 def _start_workers(settings: Settings, args: argparse.Namespace) -> list[subprocess.Popen]:
     """`regionfarm worker` for each --model, and the webhook worker, on this farm's settings."""
-    models = getattr(args, "model", None) or []
-    if not models:
+    if getattr(args, "no_worker", True):  # `regionfarm api` starts none either
         return []
+    models = args.model or [settings.default_model]
     env = {**os.environ, "REGIONFARM_REDIS_URL": settings.redis_url or "",
            "REGIONFARM_DATA_DIR": str(settings.data_dir.resolve())}  # fmt: skip
     if settings.api_keys_file is not None:
         env["REGIONFARM_API_KEYS_FILE"] = str(settings.api_keys_file.resolve())
     command = [sys.executable, "-m", "cli.main", "worker"]
     procs = [subprocess.Popen([*command, "--webhooks"], env=env)]
+    from cli.worker_cmd import visible_gpus
+
+    placement = ["--device", args.device] if args.device else (
+        ["--gpus", "all"] if visible_gpus() else ["--device", "cpu"])  # fmt: skip
     for model in models:
-        extra = ["--device", args.device] if args.device else []
-        procs.append(subprocess.Popen([*command, "--model", model, *extra], env=env))
+        procs.append(subprocess.Popen([*command, "--model", model, *placement], env=env))
     return procs
 
 

@@ -151,6 +151,16 @@ class ApiClient:
         job, _ = self._request_json("GET", self.job_url(job_id), retry=True)
         return job
 
+    def models(self) -> list[dict[str, Any]]:
+        """GET /v1/models: the farm's models with their live worker counts."""
+        body, _ = self._request_json("GET", self._url("/v1/models"))
+        return body["models"]
+
+    def status(self) -> dict[str, Any]:
+        """GET /v1/status: queue depth per model, live workers, the tenant's recent failures."""
+        body, _ = self._request_json("GET", self._url("/v1/status"))
+        return body
+
     def cancel(self, job_id: str) -> dict[str, Any]:
         """DELETE /v1/jobs/<id>: the job, ``canceled`` or ``canceling``; 409 when finished."""
         job, _ = self._request_json("DELETE", self.job_url(job_id))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import api_cmd, keys_cmd, render_cmd, submit_cmd, worker_cmd
+from . import api_cmd, keys_cmd, render_cmd, status_cmd, submit_cmd, worker_cmd
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     api_cmd.add_parsers(sub)
     keys_cmd.add_parsers(sub)
     worker_cmd.add_parsers(sub)
+    status_cmd.add_parsers(sub)
     return parser
 
 

@@ -19,6 +19,8 @@ __all__ = [
     "ErrorBody",
     "ErrorDetail",
     "ErrorInfo",
+    "FailureInfo",
+    "FarmStatus",
     "Job",
     "JobError",
     "JobList",
@@ -27,7 +29,9 @@ __all__ = [
     "ModelInfo",
     "ModelList",
     "Progress",
+    "QueueInfo",
     "Status",
+    "WorkerInfo",
 ]
 
 JobStatus = Literal["queued", "running", "canceling", "succeeded", "failed", "canceled"]
@@ -177,3 +181,30 @@ class Status(_Body):
 
     status: Literal["ok", "unavailable"]
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+class QueueInfo(_Body):
+    model: str
+    queued: int = Field(ge=0, description="Messages waiting in the model's queue.")
+    workers: int = Field(ge=0, description="Live workers serving the model.")
+
+
+class WorkerInfo(_Body):
+    name: str = Field(description="Node name, e.g. gpu0@host-a.")
+    model: str
+    device: str | None = None
+    seen_seconds_ago: float = Field(ge=0, description="Seconds since its last heartbeat.")
+
+
+class FailureInfo(_Body):
+    id: str
+    finished_at: str | None
+    error: JobError | None
+
+
+class FarmStatus(_Body):
+    """What `regionfarm status` prints: queues, live workers, the tenant's recent failures."""
+
+    queues: list[QueueInfo]
+    workers: list[WorkerInfo]
+    recent_failures: list[FailureInfo]

@@ -132,3 +132,21 @@ def test_readyz_names_storage_when_it_is_down_and_uploads_answer_503(settings, a
     upload = client.post("/v1/assets", data=_stripe(), content_type="image/png",
                          headers=auth("acme"))  # fmt: skip
     assert upload.status_code == 503 and upload.json["error"]["code"] == "storage_unavailable"
+
+
+def test_status_shows_queues_workers_and_the_tenants_recent_failures(client, auth, spec, r, app):
+    beat(r, "gpu0@a", "tiny-random", {"device": "cuda:0"})
+    jid = client.post("/v1/jobs", json=spec, headers=auth("acme")).json["id"]
+    records = app.extensions["regionfarm"].records
+    assert records.start(jid, "gpu0@a", holder="a:1", lease_seconds=30, max_attempts=3) == "running"
+    records.finish(jid, "failed", error={"code": "out_of_memory", "message": "too big"})
+    client.post("/v1/jobs", json=spec, headers=auth("acme"))
+    status = client.get("/v1/status", headers=auth("acme")).json
+    queues = {q["model"]: q for q in status["queues"]}
+    # Both messages wait: no worker consumed them (the record of the first says failed).
+    assert queues["tiny-random"] == {"model": "tiny-random", "queued": 2, "workers": 1}
+    assert status["workers"][0]["name"] == "gpu0@a" and status["workers"][0]["device"] == "cuda:0"
+    assert [f["id"] for f in status["recent_failures"]] == [jid]
+    assert status["recent_failures"][0]["error"]["code"] == "out_of_memory"
+    # Another tenant sees the farm's queues but not these failures.
+    assert client.get("/v1/status", headers=auth("globex")).json["recent_failures"] == []

@@ -70,6 +70,16 @@ def _wait_ready(base: str, proc: subprocess.Popen, log: Path, timeout: float = 6
     raise AssertionError(f"{base} did not become ready")
 
 
+def _farm_processes() -> set[int]:
+    """PIDs of farm processes on this machine: workers, their supervisors, embedded Redis."""
+    found = set()
+    for pattern in ("worker.main", "cli.main worker", "redis-server"):
+        done = subprocess.run(["pgrep", "-f", pattern], check=False, capture_output=True,
+                              text=True)  # fmt: skip
+        found |= {int(pid) for pid in done.stdout.split()}
+    return found
+
+
 def _stop(proc: subprocess.Popen) -> int:
     proc.send_signal(signal.SIGINT)
     try:
@@ -125,7 +135,8 @@ def test_up_keeps_jobs_across_a_restart_and_leaves_no_process_behind(tmp_path):
     data = tmp_path / "farm"
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    args = [str(BIN), "up", "--data-dir", str(data), "--port", str(port), "--workers", "1"]
+    args = [str(BIN), "up", "--data-dir", str(data), "--port", str(port), "--workers", "1",
+            "--no-worker"]  # fmt: skip
     env = _env()
     log = tmp_path / "up.log"
     first = _start(args, env, log)
@@ -171,6 +182,7 @@ def test_readme_farm_commands_run_as_written(tmp_path, model_cache):
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     args = [str(BIN), *up[0].rstrip("&").split()[1:], "--port", str(port)]
+    before = _farm_processes()
     log = tmp_path / "up.log"
     with log.open("ab") as out:
         server = subprocess.Popen(args, cwd=tmp_path, env=_env(), stdout=out, stderr=out)
@@ -185,6 +197,8 @@ def test_readme_farm_commands_run_as_written(tmp_path, model_cache):
         assert (tmp_path / "street.png").read_bytes().startswith(b"\x89PNG")
     finally:
         assert _stop(server) == 0
+    # Ctrl-C stopped the whole tree: API, Redis, the render and webhook workers.
+    assert _farm_processes() <= before
     # The job records were kept in Redis's append-only log (a file up to Redis 6, a dir after).
     redis_dir = tmp_path / ".regionfarm" / "redis"
     assert any(p.name.startswith("appendonly") for p in redis_dir.iterdir())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -174,8 +175,6 @@ def test_a_job_that_kills_its_worker_every_time_fails_with_worker_lost(
 def test_queued_jobs_start_in_priority_order_and_the_worker_reports_metrics(
     api, workers, make_spec, wait_status
 ):
-    import socket  # noqa: PLC0415
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
