@@ -101,4 +101,9 @@ def run_worker(args: argparse.Namespace) -> int:
         print("regionfarm worker: REGIONFARM_REDIS_URL is not set: point it at the farm's "
               "Redis (`regionfarm up` starts workers itself)", file=sys.stderr)  # fmt: skip
         return EXIT_BAD_INPUT
-    return supervise(children, permanent_exit_codes=(EXIT_MODEL_UNAVAILABLE, EXIT_BAD_INPUT))
+    from schemas import Settings
+
+    # A deployment's stop (SIGTERM) lets the render in hand finish: up to the job time limit.
+    grace = Settings().job_time_limit + 60
+    return supervise(children, permanent_exit_codes=(EXIT_MODEL_UNAVAILABLE, EXIT_BAD_INPUT),
+                     stop_grace=grace)  # fmt: skip

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import redis
 
-__all__ = ["EmbeddedRedis", "EmbeddedRedisError", "redis_server_binary"]
+__all__ = ["EmbeddedRedis", "EmbeddedRedisError", "die_with_parent", "redis_server_binary"]
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     # Linux: the server gets SIGTERM when the process that started it dies, even by kill -9,
     # so a crashed farm never leaves an orphan Redis holding the data dir.
     try:
@@ -100,7 +100,7 @@ class EmbeddedRedis:
         ]  # fmt: skip
         self.process = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent,  # noqa: PLW1509 -- prctl only
+            stderr=subprocess.DEVNULL, preexec_fn=die_with_parent,  # noqa: PLW1509 -- prctl only
         )  # fmt: skip
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + START_TIMEOUT

@@ -11,14 +11,17 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from farm.embedded import die_with_parent
+
 __all__ = ["Child", "supervise"]
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 30.0
 """Most seconds between two restarts of a worker that keeps dying."""
-STOP_GRACE = 30.0
-"""Seconds a worker gets to finish its step and stop before it is killed."""
+QUICK_STOP_GRACE = 30.0
+"""Seconds a worker gets to stop after Ctrl-C (SIGINT) before it is killed; its job, if any,
+goes back to the queue. SIGTERM (a deployment's stop) waits for the job instead."""
 STEADY_SECONDS = 60.0
 """A worker that ran this long before dying is restarted at once (its backoff is reset)."""
 
@@ -35,18 +38,33 @@ class Child:
     restart_at: float = 0.0
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.args, env={**os.environ, **self.env})
+        self.proc = subprocess.Popen(
+            self.args, env={**os.environ, **self.env},
+            preexec_fn=die_with_parent,  # noqa: PLW1509 -- prctl only: no orphan if we die
+        )  # fmt: skip
         self.started = time.monotonic()
         log.info("started %s (pid %d)", self.name, self.proc.pid)
 
 
-def supervise(children: list[Child], *, permanent_exit_codes: tuple[int, ...] = ()) -> int:
-    """Run `children` until a signal stops us; 1 when every child exited for good."""
+def supervise(
+    children: list[Child],
+    *,
+    permanent_exit_codes: tuple[int, ...] = (),
+    stop_grace: float = QUICK_STOP_GRACE,
+) -> int:
+    """Run `children` until a signal stops us; 1 when every child exited for good.
+
+    On SIGTERM each child gets `stop_grace` seconds (give it the longest render: Celery's warm
+    shutdown lets the job in hand finish); on SIGINT, QUICK_STOP_GRACE.
+    """
     stopping = False
+    grace = stop_grace
 
     def on_signal(signum: int, _frame: object) -> None:
-        nonlocal stopping
+        nonlocal stopping, grace
         stopping = True
+        if signum == signal.SIGINT:
+            grace = min(grace, QUICK_STOP_GRACE)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -78,16 +96,16 @@ def supervise(children: list[Child], *, permanent_exit_codes: tuple[int, ...] = 
             time.sleep(0.2)
         return 0
     finally:
-        _stop_all(children)
+        _stop_all(children, grace)
         for s, handler in previous.items():
             signal.signal(s, handler)
 
 
-def _stop_all(children: list[Child]) -> None:
+def _stop_all(children: list[Child], grace: float) -> None:
     live = [c.proc for c in children if c.proc is not None and c.proc.poll() is None]
     for proc in live:
         proc.send_signal(signal.SIGTERM)  # Celery's warm shutdown: the job in hand finishes
-    deadline = time.monotonic() + STOP_GRACE
+    deadline = time.monotonic() + grace
     for proc in live:
         try:
             proc.wait(max(0.1, deadline - time.monotonic()))

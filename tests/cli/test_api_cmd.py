@@ -131,7 +131,7 @@ def test_api_under_gunicorn_serves_with_keys_and_merges_worker_metrics(redis_url
 
 
 @pytest.mark.timeout(300)
-def test_up_keeps_jobs_across_a_restart_and_leaves_no_process_behind(tmp_path):
+def test_up_keeps_jobs_across_a_restart_and_finishes_the_queued_ones(tmp_path, model_cache):
     data = tmp_path / "farm"
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
@@ -144,7 +144,7 @@ def test_up_keeps_jobs_across_a_restart_and_leaves_no_process_behind(tmp_path):
         _wait_ready(base, first, log)
         url = (data / "redis" / "url").read_text().strip()
         submitted = subprocess.run(
-            [str(BIN), "submit", str(SPEC), "--url", base],
+            [str(BIN), "submit", str(SPEC), "--url", base, "--model", "tiny-random"],
             env=env,
             check=False,
             capture_output=True,
@@ -159,11 +159,16 @@ def test_up_keeps_jobs_across_a_restart_and_leaves_no_process_behind(tmp_path):
     port_of_redis = url.rsplit(":", 1)[1].split("/")[0]
     pgrep = ["pgrep", "-f", f"redis-server.*{port_of_redis}"]
     assert subprocess.run(pgrep, check=False, capture_output=True, text=True).stdout == ""
-    second = _start(args, env, log)
+    # The second time with a worker: the job is still listed, still queued, and then done.
+    second = _start([*args[:-1], "--model", "tiny-random"], env, log)
     try:
         _wait_ready(base, second, log)
-        status, body = _request(f"{base}/v1/jobs/{job_id}")
-        assert status == 200 and json.loads(body)["status"] == "queued"
+        status, body = _request(f"{base}/v1/jobs")
+        assert status == 200 and [j["id"] for j in json.loads(body)["jobs"]] == [job_id]
+        deadline = time.monotonic() + 240
+        while (job := json.loads(_request(f"{base}/v1/jobs/{job_id}")[1]))["status"] != "succeeded":
+            assert job["status"] in ("queued", "running") and time.monotonic() < deadline, job
+            time.sleep(0.3)
     finally:
         assert _stop(second) == 0
 

@@ -860,3 +860,11 @@ def test_the_sizing_table_follows_its_formula() -> None:
     assert len(cells) >= 3
     for seconds, per_hour in cells:
         assert int(per_hour) == math.floor(3600 / (float(seconds) + 0.5)), (seconds, per_hour)
+
+
+def test_every_metric_the_code_defines_is_documented():
+    readme = (DEPLOY / "README.md").read_text()
+    names = set()
+    for path in (ROOT / "api" / "metrics.py", ROOT / "worker" / "metrics.py"):
+        names |= set(re.findall(r'"(regionfarm_[a-z_]+)"', path.read_text()))
+    assert names and all(f"`{name}`" in readme for name in names), names
