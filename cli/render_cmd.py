@@ -78,6 +78,7 @@ def render_to_file(
     out: Path,
     *,
     max_pixels: int,
+    view_batch: int | None = None,
     quiet: bool = False,
     label: str = "",
 ) -> dict:
@@ -88,7 +89,7 @@ def render_to_file(
     inputs = load_inputs(spec, max_pixels=max_pixels)
     started = time.perf_counter()
     with _progress(quiet, label or f"{spec.width}x{spec.height}", spec.steps) as on_step:
-        result = render_job(model, spec, inputs, on_step=on_step)
+        result = render_job(model, spec, inputs, on_step=on_step, view_batch=view_batch)
     data = encode_image(result.image, spec.output.format, spec.output.quality)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(data)
@@ -110,6 +111,7 @@ def render_to_file(
             "wall_seconds": round(time.perf_counter() - started, 4),
         },
         "unet_calls": result.unet_calls,
+        "unet_samples": result.unet_samples,
         "warnings": warnings + result.warnings,
         "versions": model.versions,
     }
@@ -145,6 +147,7 @@ def run_render(args: argparse.Namespace) -> int:
             model,
             args.out,
             max_pixels=settings.max_pixels,
+            view_batch=settings.view_batch,
             quiet=args.quiet,
             label=f"{args.spec.name} ({spec.width}x{spec.height})",
         )

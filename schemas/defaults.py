@@ -140,3 +140,21 @@ MAX_ATTEMPTS = 3
 STORAGE_RETRY_SECONDS = 120.0
 """Seconds a worker keeps retrying an upload to unreachable storage before the job fails with
 `storage_unavailable`."""
+
+# --- the MultiDiffusion baseline (method `multidiffusion`, see the contract) ---------------
+
+MULTIDIFFUSION_DEFAULT_STEPS = 50
+"""DDIM steps of the MultiDiffusion baseline when the spec names none (the original's 50)."""
+
+MULTIDIFFUSION_DEFAULT_GUIDANCE_SCALE = 7.5
+"""Classifier-free guidance scale of the baseline when the spec names none (the original's)."""
+
+MULTIDIFFUSION_TILE_SIZE = 512
+"""Pixels: the baseline's window when `tile.size` is null (64 latent, as the original's)."""
+
+MULTIDIFFUSION_TILE_STRIDE = 64
+"""Pixels: the baseline's stride when `tile.stride` is null (8 latent; at most the window)."""
+
+MULTIDIFFUSION_BOOTSTRAP_FRACTION = 0.4
+"""Fraction of the steps the baseline bootstraps when the spec leaves `bootstrap_steps` out:
+the original's 20 of 50, capped at MAX_BOOTSTRAP_STEPS (so 10 of the default 50)."""

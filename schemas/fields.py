@@ -39,8 +39,9 @@ Kind = Literal["regions", "panorama", "image"]
 MaskMode = Literal["discrete", "semi-continuous", "continuous"]
 Wrap = Literal["none", "horizontal"]
 OutputFormat = Literal["png", "webp", "jpeg"]
-# Adding the MultiDiffusion baseline is one word here and one entry in METHOD_MAX_STEPS.
-Method = Literal["streammultidiffusion"]
+# `multidiffusion` is the original MultiDiffusion baseline (DDIM), rendered by
+# worker/render/baseline.py; its step limit is in METHOD_MAX_STEPS below.
+Method = Literal["streammultidiffusion", "multidiffusion"]
 
 KINDS: tuple[str, ...] = get_args(Kind)
 MASK_MODES: tuple[str, ...] = get_args(MaskMode)

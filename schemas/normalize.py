@@ -10,6 +10,10 @@ from schemas.defaults import (
     DEFAULT_GUIDANCE_SCALE,
     DEFAULT_NATIVE_SIZE,
     DEFAULT_STEPS,
+    MAX_BOOTSTRAP_STEPS,
+    MULTIDIFFUSION_BOOTSTRAP_FRACTION,
+    MULTIDIFFUSION_DEFAULT_GUIDANCE_SCALE,
+    MULTIDIFFUSION_DEFAULT_STEPS,
     SEED_MAX,
 )
 from schemas.errors import SpecError
@@ -46,7 +50,7 @@ def normalize_spec(
     """Fill in what a spec left to the farm, so that the stored job re-renders exactly.
 
     Fills the model (the farm's default), the seed (drawn), steps and guidance scale (the
-    model's defaults), the canvas of kind `image` (the model's native size), and turns a
+    model's defaults; method `multidiffusion`: the baseline's own), the canvas of kind `image` (the model's native size), and turns a
     palette into regions. `spec` must have passed `parse_spec`; the result passes it again,
     unchanged. Returns the spec and warnings for the job's `warnings`.
     """
@@ -57,9 +61,11 @@ def normalize_spec(
     data["model"] = model
     if spec.seed is None:
         data["seed"] = secrets.randbelow(SEED_MAX + 1)
-    if spec.steps is None:
+    if spec.method == "multidiffusion":
+        data.update(_multidiffusion_defaults(spec))
+    if data["steps"] is None:
         data["steps"] = entry.steps if entry is not None else DEFAULT_STEPS
-    if spec.guidance_scale is None:
+    if data["guidance_scale"] is None:
         data["guidance_scale"] = (
             entry.guidance_scale if entry is not None else DEFAULT_GUIDANCE_SCALE
         )
@@ -75,6 +81,24 @@ def normalize_spec(
     if problems:
         raise SpecError(problems)
     return normalized, _warnings(normalized, ctx)
+
+
+def _multidiffusion_defaults(spec: JobSpec) -> dict[str, Any]:
+    """The DDIM baseline's own defaults (not the LCM model's): 50 steps, guidance 7.5, and for
+    kind `regions` bootstrapping over the original's share of the steps when the client left
+    `bootstrap_steps` out (the field's default is StreamMultiDiffusion's, so "left out" is read
+    from the fields the client set; the stored job then names it and re-renders exactly)."""
+    filled: dict[str, Any] = {}
+    if spec.steps is None:
+        filled["steps"] = MULTIDIFFUSION_DEFAULT_STEPS
+    if spec.guidance_scale is None:
+        filled["guidance_scale"] = MULTIDIFFUSION_DEFAULT_GUIDANCE_SCALE
+    if spec.kind == "regions" and "bootstrap_steps" not in spec.model_fields_set:
+        steps = filled.get("steps", spec.steps)
+        filled["bootstrap_steps"] = min(
+            MAX_BOOTSTRAP_STEPS, round(steps * MULTIDIFFUSION_BOOTSTRAP_FRACTION)
+        )
+    return filled
 
 
 def _warnings(spec: JobSpec, ctx: ValidationContext) -> list[str]:

@@ -136,6 +136,13 @@ class Settings(BaseSettings):
         description="Hosts (or CIDR networks) that webhooks may target over http or at a "
         "private address; comma-separated in the environment.",
     )
+    view_batch: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="Region-view pairs per UNet call; unset: from free GPU memory, or 8 on the "
+        "CPU. The image does not depend on it beyond float rounding.",
+    )
     torch_threads: int | None = Field(
         default=None,
         ge=1,

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from schemas.context import ValidationContext
-from schemas.defaults import MAX_METADATA_BYTES
+from schemas.defaults import MAX_METADATA_BYTES, MULTIDIFFUSION_TILE_SIZE
 from schemas.errors import Detail, Loc, SpecError, details_from_validation_error
 from schemas.fields import METHOD_MAX_STEPS
 from schemas.images import decode_image, decode_mask
@@ -129,6 +129,22 @@ def _shape_problems(spec: JobSpec, ctx: ValidationContext) -> list[Detail]:
             _detail(
                 ["steps"],
                 f"must be at most {max_steps} for method {spec.method!r}, not {spec.steps}",
+            )
+        )
+    # The baseline's window is fixed when tile.size is null, so the stride is checkable here
+    # (a stride over the window would leave columns that no view covers).
+    stride = spec.tile.stride
+    if (
+        spec.method == "multidiffusion"
+        and spec.tile.size is None
+        and stride is not None
+        and stride > MULTIDIFFUSION_TILE_SIZE
+    ):
+        problems.append(
+            _detail(
+                ["tile", "stride"],
+                f"tile.stride ({stride}) must not exceed the window of method "
+                f"'multidiffusion' ({MULTIDIFFUSION_TILE_SIZE} when tile.size is null)",
             )
         )
     if ctx.models is not None:

@@ -207,7 +207,8 @@ class Runner:
         started = time.perf_counter()
         try:
             result = render_job(self.model, spec, inputs, on_step=progress.step,
-                                should_cancel=watch, on_latent=progress.latent)  # fmt: skip
+                                should_cancel=watch, on_latent=progress.latent,
+                                view_batch=self.settings.view_batch)  # fmt: skip
         except RenderCanceled:
             if watch.timed_out:
                 raise JobFailed("timeout", f"the render took longer than the farm's limit of "
@@ -235,7 +236,7 @@ class Runner:
             }  # fmt: skip
             job["worker"], job["attempts"] = self.name, int(record["attempts"]) + 1
             job["timings"], job["versions"] = result.timings, self.model.versions
-            job["unet_calls"] = result.unet_calls
+            job["unet_calls"], job["unet_samples"] = result.unet_calls, result.unet_samples
             return job
 
         try:

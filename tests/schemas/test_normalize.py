@@ -91,6 +91,29 @@ def test_without_a_models_entry_lcm_defaults_apply(base_spec):
     assert (spec.model, spec.steps, spec.guidance_scale) == ("elsewhere", 5, 1.0)
 
 
+def test_multidiffusion_gets_the_baselines_defaults_not_the_models(base_spec, farm):
+    spec, _ = normalize_spec(parse_spec(base_spec(method="multidiffusion"), farm), farm)
+    assert (spec.steps, spec.guidance_scale) == (50, 7.5)
+    # The original bootstraps 20 of 50 steps; the spec's limit is 10.
+    assert spec.bootstrap_steps == 10
+    assert spec.tile.size is None and spec.tile.stride is None  # the baseline's 512 / 64 px
+
+
+def test_multidiffusion_keeps_given_values(base_spec, farm):
+    given = base_spec(method="multidiffusion", steps=120, guidance_scale=3.0, bootstrap_steps=1)
+    spec, _ = normalize_spec(parse_spec(given, farm), farm)
+    assert (spec.steps, spec.guidance_scale, spec.bootstrap_steps) == (120, 3.0, 1)
+
+
+def test_multidiffusion_bootstraps_40_percent_of_the_given_steps(base_spec, farm):
+    for steps, boot in ((10, 4), (5, 2), (1, 0), (150, 10)):
+        data = base_spec(method="multidiffusion", steps=steps)
+        assert normalize_spec(parse_spec(data, farm), farm)[0].bootstrap_steps == boot
+    panorama = {"kind": "panorama", "width": 1024, "height": 512, "method": "multidiffusion"}
+    spec, _ = normalize_spec(parse_spec(panorama | {"background": {"prompt": "x"}}, farm), farm)
+    assert (spec.steps, spec.bootstrap_steps) == (50, 1)  # no regions: nothing to bootstrap
+
+
 def test_kind_image_gets_the_models_native_size(farm):
     data = {"kind": "image", "model": "tiny-random", "background": {"prompt": "a cat"}}
     spec, _ = normalize_spec(parse_spec(data, farm), farm)
@@ -140,6 +163,7 @@ def test_normalize_is_idempotent(base_spec, to_uri, farm):
         base_spec(seed=5),
         palette_spec(to_uri),
         {"kind": "image", "seed": 1, "background": {"prompt": "x"}},
+        base_spec(seed=5, method="multidiffusion"),
     ):
         once, _ = normalize_spec(parse_spec(data, farm), farm)
         twice, _ = normalize_spec(once, farm)

@@ -211,9 +211,9 @@ def test_tile_stride_over_size_is_refused_at_tile_stride(base_spec, ctx):
     parse_spec(base_spec(tile={"stride": 128}), ctx)  # size null: the model's native size
 
 
-def test_only_the_streammultidiffusion_method_exists_for_now(base_spec, ctx):
-    assert METHODS == ("streammultidiffusion",)
-    assert locs_of(base_spec(method="multidiffusion"), ctx) == [["method"]]
+def test_the_methods_are_streammultidiffusion_and_the_multidiffusion_baseline(base_spec, ctx):
+    assert METHODS == ("streammultidiffusion", "multidiffusion")
+    assert parse_spec(base_spec(method="multidiffusion"), ctx).method == "multidiffusion"
 
 
 def test_palette_color_keys_are_normalized_to_lower_case():

@@ -147,6 +147,24 @@ def test_steps_over_50_are_refused_for_streammultidiffusion(base_spec, ctx):
     parse_spec(base_spec(steps=50), ctx)
 
 
+def test_multidiffusion_takes_up_to_150_steps(base_spec, ctx):
+    assert parse_spec(base_spec(method="multidiffusion", steps=150), ctx).steps == 150
+    assert locs_of(base_spec(method="multidiffusion", steps=151), ctx) == [["steps"]]
+
+
+def test_multidiffusion_stride_over_its_default_window_is_refused(base_spec, ctx):
+    details = details_of(base_spec(method="multidiffusion", tile={"stride": 576}), ctx)
+    assert details == [
+        {
+            "loc": ["tile", "stride"],
+            "msg": "tile.stride (576) must not exceed the window of method 'multidiffusion' "
+            "(512 when tile.size is null)",
+        }
+    ]
+    parse_spec(base_spec(method="multidiffusion", tile={"stride": 512}), ctx)
+    parse_spec(base_spec(tile={"stride": 576}), ctx)  # streammultidiffusion: the model's size
+
+
 # --- models ----------------------------------------------------------------------------
 
 

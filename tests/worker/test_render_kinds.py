@@ -51,9 +51,11 @@ def two_regions(width=320, height=192, **extra) -> dict:
 def test_regions_with_background_prompt_render_at_the_canvas_size(render):
     result, _spec = render(two_regions(background={"prompt": "clear sky"}))
     assert result.image.size == (320, 192) and result.image.mode == "RGB"
-    # A 40x24 latent at window 32 / stride 16: 1 x 2 views, one UNet call per view and step
-    # (the background region and the two regions go in one batch).
+    # A 40x24 latent at window 32 / stride 16: 1 x 2 views (32 and 24 wide: the last is cut at
+    # the edge, so the two go in separate calls), each with its 3 regions (the background
+    # prompt is one) in one call.
     assert result.unet_calls == 5 * 2 and result.seed == 11
+    assert result.unet_samples == 5 * 2 * 3
 
 
 def test_regions_without_background_use_the_fixed_white_background(render):
@@ -201,9 +203,20 @@ def test_guidance_steps_and_tile_change_the_work(render):
     guided, _ = render(two_regions(guidance_scale=3.0))
     assert np.abs(pixels(plain) - pixels(guided)).mean() > 1
     three, _ = render(two_regions(steps=3))
-    assert three.unet_calls == 3 * 2
-    small_tiles, _ = render(two_regions(tile={"size": 128, "stride": 64}))
-    assert small_tiles.unet_calls == 5 * (2 * 4)  # 24x40 latent, window 16 / stride 8
+    assert three.unet_calls == 3 * 2 and three.unet_samples * 5 == plain.unet_samples * 3
+    small_tiles, _ = render(two_regions(tile={"size": 128, "stride": 64}), view_batch=1)
+    # 24x40 latent, window 16 / stride 8: 2 x 4 views, one pair per call at batch size 1.
+    assert small_tiles.unet_calls == small_tiles.unet_samples > 5 * (2 * 4)
+
+
+def test_batching_views_changes_the_work_not_the_image(render):
+    data = two_regions(background={"prompt": "clear sky"}, tile={"size": 128, "stride": 64})
+    one, _ = render(data, view_batch=1)
+    many, _ = render(data, view_batch=64)
+    assert many.unet_samples == one.unet_samples
+    assert many.unet_calls < one.unet_calls == one.unet_samples
+    # Batched convolutions may round differently in the last bit: at most 1/255 per pixel.
+    assert np.abs(pixels(one).astype(int) - pixels(many).astype(int)).max() <= 1
 
 
 def seam_and_adjacent(result) -> tuple[float, float]:

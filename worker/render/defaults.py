@@ -28,3 +28,22 @@ LATENT_CHANNELS = 4
 
 MIN_BLUR_SIGMA = 1e-3
 """Gaussian blur sigma (pixels) below which a mask is left unblurred."""
+
+DEFAULT_CPU_VIEW_BATCH = 8
+"""Region-view pairs per UNet call on the CPU (REGIONFARM_VIEW_BATCH overrides)."""
+
+MAX_VIEW_BATCH = 64
+"""Most region-view pairs per UNet call on a GPU, whatever the free memory."""
+
+BYTES_PER_LATENT_PIXEL = 6 * 1024 * 1024 // (64 * 64)
+"""GPU memory one region-view pair needs per latent pixel in a UNet call (fp16 SD1.5 with
+guidance, measured ~6 MiB per 64x64 view), used to size batches from free memory."""
+
+DECODE_TILE = 64
+"""Latent pixels per side of one VAE decode tile (512 image pixels)."""
+
+DECODE_TILE_OVERLAP = 16
+"""Latent pixels two neighbouring decode tiles share; blended with ramps, so no seam shows."""
+
+DECODE_TILED_ABOVE = 96 * 96
+"""Latent area above which a canvas is decoded in tiles (the VAE's memory grows with area)."""

@@ -19,7 +19,15 @@ from .defaults import LATENT_SCALE, WHITE_BACKGROUND_PROMPT
 from .errors import InvalidJob
 from .loading import LoadedModel
 from .masks import background_masks, prepare_masks
-from .sampler import CancelCheck, LatentCallback, SamplerInputs, StepCallback, sample
+from .sampler import (
+    CancelCheck,
+    LatentCallback,
+    SamplerInputs,
+    StepCallback,
+    ViewBatch,
+    auto_view_batch,
+    sample,
+)
 from .schedule import build_schedule
 from .tiles import tile_views
 
@@ -40,6 +48,9 @@ class RenderResult:
     timings: dict[str, float]
     warnings: list[str]
     unet_calls: int = 0
+    """UNet forward calls (several region-view pairs go in one call)."""
+    unet_samples: int = 0
+    """Latents those calls carried in all (a guided pair counts twice)."""
 
 
 def load_inputs(
@@ -92,8 +103,15 @@ def render_job(
     on_step: StepCallback | None = None,
     should_cancel: CancelCheck | None = None,
     on_latent: LatentCallback | None = None,
+    view_batch: int | None = None,
 ) -> RenderResult:
     """Render a normalized spec (seed, size, steps and guidance filled in) with a loaded model."""
+    if spec.method == "multidiffusion":  # the original MultiDiffusion baseline (DDIM)
+        from .baseline import render_baseline  # deferred: baseline.py imports this module
+
+        return render_baseline(
+            model, spec, inputs, on_step=on_step, should_cancel=should_cancel, on_latent=on_latent
+        )
     for name in ("width", "height", "seed", "steps", "guidance_scale"):
         if getattr(spec, name) is None:
             raise InvalidJob(f"{name} is not set: normalize the spec before rendering")
@@ -198,33 +216,41 @@ def render_job(
         on_step=on_step,
         should_cancel=should_cancel,
         on_latent=on_latent,
+        batch=ViewBatch(auto_view_batch(device, window[0], view_batch)),
     )
     denoise_seconds = time.perf_counter() - t_denoise
 
     t_decode = time.perf_counter()
     decoder = model.tiny_vae or vae
     if wrap:
-        pixels = vae_ops.decode_wrapped(decoder, latent, scaling_vae=vae).cpu()
+        pixels = vae_ops.decode_wrapped(decoder, latent, vae, decoder=vae_ops.decode_any).cpu()
     else:
-        pixels = vae_ops.decode(decoder, latent, scaling_vae=vae).cpu()
+        pixels = vae_ops.decode_any(decoder, latent, scaling_vae=vae).cpu()
     if fixed_pixels is not None:
         # Untouched pixels keep the background exactly; the seam is as soft as the mask blur.
         alpha = prepared.blurred.sum(dim=0, keepdim=True).clamp(0, 1)
         pixels = alpha * pixels + (1 - alpha) * fixed_pixels
     image = _to_image(pixels)
-    decode_seconds = time.perf_counter() - t_decode
+    seconds = (text_seconds, denoise_seconds, time.perf_counter() - t_decode)
+    return _render_result(spec, image, t_start, seconds, list(inputs.warnings), calls)
+
+
+def _render_result(spec, image, t_start: float, seconds, warnings, calls) -> RenderResult:
+    """The result with its timings: `seconds` are the text, denoise and decode phases."""
+    text, denoise, decode = seconds
     timings = {
-        "text_seconds": round(text_seconds, 4),
-        "denoise_seconds": round(denoise_seconds, 4),
-        "decode_seconds": round(decode_seconds, 4),
+        "text_seconds": round(text, 4),
+        "denoise_seconds": round(denoise, 4),
+        "decode_seconds": round(decode, 4),
         "render_seconds": round(time.perf_counter() - t_start, 4),
     }
     return RenderResult(
         image=image,
         seed=int(spec.seed),
         timings=timings,
-        warnings=list(inputs.warnings),
+        warnings=warnings,
         unet_calls=calls.count,
+        unet_samples=calls.samples,
     )
 
 
@@ -236,15 +262,17 @@ def _window(spec: JobSpec, model: LoadedModel) -> tuple[tuple[int, int], tuple[i
 
 
 class _CallCounter:
-    """Wraps the UNet to count its calls (reported with every render and in benchmarks)."""
+    """Wraps the UNet to count its calls and the samples they carried (reported with every
+    render and in benchmarks: batching lowers the calls, never the samples)."""
 
     def __init__(self, unet):
-        self.unet, self.count = unet, 0
+        self.unet, self.count, self.samples = unet, 0, 0
 
     @property
     def dtype(self):
         return self.unet.dtype
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, sample, *args, **kwargs):
         self.count += 1
-        return self.unet(*args, **kwargs)
+        self.samples += int(sample.shape[0])
+        return self.unet(sample, *args, **kwargs)

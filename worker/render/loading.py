@@ -1,18 +1,21 @@
-"""Loads a served model once: hub id, local diffusers directory or built-in, LoRA fused, LCM."""
+"""Loads a served model once: hub id, diffusers directory, single file or built-in; LoRA, LCM."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn import Module
 
 from schemas import ModelEntry
 
-from . import tiny
+from . import single_file, tiny
 from .errors import ModelUnavailable
 from .runtime import quiet_libraries
 
@@ -59,20 +62,31 @@ def pick_dtype(entry: ModelEntry, device: torch.device) -> torch.dtype:
 
 
 def resolve_source(source: str, cache_dir: Path) -> tuple[str, bool]:
-    """(path or hub id, is_local) for a models-file source; builds built-ins on first use."""
+    """(path or hub id, is_local) for a models-file source; builds built-ins on first use.
+
+    A `.safetensors` source is a local single file: a checkpoint in the original SD layout
+    (see `single_file.load_single_file` for where its configs and tokenizer come from), or a
+    LoRA file."""
     if source.startswith("builtin:"):
         return str(tiny.builtin_path(source.removeprefix("builtin:"), cache_dir)), True
-    if source.endswith(".safetensors"):
-        raise ModelUnavailable(
-            f"single-file checkpoints ({source}) are not supported yet; convert it to a diffusers "
-            "directory or name a hub id"
-        )
     path = Path(source).expanduser()
+    if is_single_file(source):
+        if not path.is_file():
+            raise ModelUnavailable(
+                f"single-file weights {source} do not exist (or are not a file); fix the path "
+                "in the models file"
+            )
+        return str(path), True
     if path.is_dir():
         return str(path), True
     if source.startswith((".", "/", "~")):
         raise ModelUnavailable(f"model directory {source} does not exist")
     return source, False
+
+
+def is_single_file(source: str) -> bool:
+    """Whether a models-file source names one `.safetensors` file (not a directory or hub id)."""
+    return source.endswith(".safetensors")
 
 
 def load_model(
@@ -96,11 +110,18 @@ def load_model(
         "local_files_only": local,
     }
     try:
-        pipe = _from_pretrained(StableDiffusionPipeline, source, dev, kwargs)
+        if is_single_file(source):
+            pipe = single_file.load_single_file(
+                Path(source), entry.family, dtype=dtype, cache_dir=cache_dir
+            )
+        else:
+            pipe = _from_pretrained(StableDiffusionPipeline, source, dev, kwargs)
     except ModelUnavailable:
         raise
     except Exception as exc:  # diffusers raises OSError, ValueError, EnvironmentError...
         raise ModelUnavailable(f"model {entry.name}: cannot load {source}: {exc}") from exc
+    if dev.type == "cpu":  # a GPU copies the weights into its own memory in pipe.to(dev)
+        own_memory(module for module in pipe.components.values() if isinstance(module, Module))
     pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
     if entry.lora:
         _fuse_lora(pipe, entry, cache_dir)
@@ -122,6 +143,17 @@ def load_model(
         load_seconds=seconds,
         versions=library_versions(),
     )
+
+
+def own_memory(modules: Iterable[Module]) -> None:
+    """Copy loaded weights into fresh allocations. Loaders leave them as views into the
+    memory-mapped file, at whatever alignment the file's layout gives, and CPU kernels round
+    differently with the alignment: the same weights as a diffusers directory and as a single
+    file rendered different bytes. Fresh allocations are aligned alike (and unmap the file)."""
+    with torch.no_grad():
+        for module in modules:
+            for tensor in itertools.chain(module.parameters(), module.buffers()):
+                tensor.data = tensor.data.clone()
 
 
 def _from_pretrained(cls, source: str, device: torch.device, kwargs: dict):
@@ -155,6 +187,8 @@ def _load_tiny_vae(entry: ModelEntry, device: torch.device, dtype: torch.dtype, 
         vae = AutoencoderTiny.from_pretrained(source, dtype=dtype, local_files_only=local)
     except Exception as exc:
         raise ModelUnavailable(f"model {entry.name}: cannot load tiny VAE {source}: {exc}") from exc
+    if device.type == "cpu":
+        own_memory([vae])
     return vae.to(device)
 
 

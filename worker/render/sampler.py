@@ -9,7 +9,12 @@ import torch
 
 from .aggregate import Accumulator
 from .centering import bbox_center_shifts, roll_each
-from .defaults import BOOTSTRAP_MIX_STEPS
+from .defaults import (
+    BOOTSTRAP_MIX_STEPS,
+    BYTES_PER_LATENT_PIXEL,
+    DEFAULT_CPU_VIEW_BATCH,
+    MAX_VIEW_BATCH,
+)
 from .errors import RenderCanceled
 from .schedule import Schedule
 from .tiles import View
@@ -59,8 +64,14 @@ def sample(
     on_step: StepCallback | None = None,
     should_cancel: CancelCheck | None = None,
     on_latent: LatentCallback | None = None,
+    batch: ViewBatch | None = None,
 ) -> torch.Tensor:
-    """Run every step and return the final predicted clean latent (1, C, h, w), float32."""
+    """Run every step and return the final predicted clean latent (1, C, h, w), float32.
+
+    Region-view pairs go through the UNet `batch.size` at a time (one call for several views
+    and regions); pairs whose mask is empty in the view are skipped (their weight is 0).
+    """
+    batch = batch if batch is not None else ViewBatch(DEFAULT_CPU_VIEW_BATCH)
     device = inputs.masks.device
     sched = inputs.schedule
     total = len(sched)
@@ -72,9 +83,12 @@ def sample(
         if i < inputs.bootstrap_steps:
             boot = _bootstrap_background(i, x, inputs, latent_shape)
         acc = Accumulator(latent_shape, device)
-        for view, tile_weight in zip(inputs.views, inputs.view_weights):
-            _check_cancel(should_cancel)
-            _denoise_view(unet, i, x, boot, view, tile_weight, inputs, acc)
+        pairs = [
+            p
+            for view, tile_weight in zip(inputs.views, inputs.view_weights, strict=True)
+            if (p := _prepare_view(i, x, boot, view, tile_weight, inputs)) is not None
+        ]
+        _run_pairs(unet, i, pairs, inputs, acc, batch, should_cancel)
         x0_mix = acc.result(inputs.background)
         if i + 1 < total:
             x = sched.renoise(i + 1, x0_mix, _randn(latent_shape, inputs, x0_mix))
@@ -104,29 +118,106 @@ def _bootstrap_background(i, x, inputs: SamplerInputs, shape) -> torch.Tensor:
     return r * sched.renoise(i, inputs.white, noise) + (1 - r) * x
 
 
-def _denoise_view(unet, i, x, boot, view, tile_weight, inputs: SamplerInputs, acc) -> None:
+@dataclass
+class _ViewPairs:
+    """The active regions of one view at one step, ready for the UNet."""
+
+    view: View
+    active: list[int]
+    xs: torch.Tensor  # (P, C, hv, wv) the view's latent per active region (rolled if bootstrapping)
+    masks: torch.Tensor  # (P, 1, hv, wv)
+    tile_weight: torch.Tensor
+    shifts: torch.Tensor | None
+    b_view: torch.Tensor | None
+
+
+def _prepare_view(i, x, boot, view, tile_weight, inputs: SamplerInputs) -> _ViewPairs | None:
     masks = view.take(inputs.masks[:, i])  # (R, 1, h, w)
     active = torch.nonzero(masks.flatten(1).amax(dim=1) > 0).flatten().tolist()
     if not active:  # no region claims a pixel here at this step: its weight would be 0
-        return
+        return None
     masks = masks[active]
     xs = view.take(x).expand(len(active), -1, -1, -1)
-    shifts = None
+    shifts = b_view = None
     if boot is not None:
         b_view = view.take(boot)
         xs = (1 - masks) * b_view + masks * xs
         shifts = bbox_center_shifts(masks)
         xs = roll_each(xs, shifts, sign=-1)
-    eps = _predict(unet, xs, i, active, inputs)
-    x0 = inputs.schedule.denoise(i, xs.float(), eps.float())
-    weight = masks
-    if boot is not None:
-        x0 = roll_each(x0, shifts, sign=+1)
-        if inputs.leak_sensitivity > 0:
-            # Pixels whose prediction still looks like the bootstrap background lose weight.
-            leak = (x0 - b_view.float()).pow(2).mean(dim=1, keepdim=True)
-            weight = weight * (2 * torch.sigmoid(leak / inputs.leak_sensitivity) - 1)
-    acc.add(view, x0, weight * tile_weight)
+    return _ViewPairs(view, active, xs, masks, tile_weight, shifts, b_view)
+
+
+def _run_pairs(unet, i, pairs: list[_ViewPairs], inputs: SamplerInputs, acc, batch, cancel):
+    """Denoise every pair of a step, `batch.size` pairs per UNet call, into the accumulator."""
+    queue = list(pairs)
+    while queue:
+        _check_cancel(cancel)
+        # Whole views of one size go together (views at the canvas edge may be smaller); a view
+        # with more regions than the batch size goes alone.
+        shape = queue[0].xs.shape[-2:]
+        chunk, rest, count = [], [], 0
+        for p in queue:
+            if p.xs.shape[-2:] == shape and (not chunk or count + len(p.active) <= batch.size):
+                chunk.append(p)
+                count += len(p.active)
+            else:
+                rest.append(p)
+        queue = rest
+        xs = torch.cat([p.xs for p in chunk])
+        active = [k for p in chunk for k in p.active]
+        eps = batch.run(
+            lambda a, b, xs=xs, active=active: _predict(unet, xs[a:b], i, active[a:b], inputs),
+            len(xs),
+        )
+        x0_all = inputs.schedule.denoise(i, xs.float(), eps.float())
+        start = 0
+        for p in chunk:
+            x0 = x0_all[start : start + len(p.active)]
+            start += len(p.active)
+            weight = p.masks
+            if p.shifts is not None:
+                x0 = roll_each(x0, p.shifts, sign=+1)
+                if inputs.leak_sensitivity > 0:
+                    # Pixels whose prediction still looks like the bootstrap background lose
+                    # weight.
+                    leak = (x0 - p.b_view.float()).pow(2).mean(dim=1, keepdim=True)
+                    weight = weight * (2 * torch.sigmoid(leak / inputs.leak_sensitivity) - 1)
+            acc.add(p.view, x0, weight * p.tile_weight)
+
+
+class ViewBatch:
+    """How many region-view pairs go through the UNet at once; halved (and kept smaller) when
+    a call runs out of GPU memory, down to one pair per call."""
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, int(size))
+
+    def run(self, predict: Callable[[int, int], torch.Tensor], total: int) -> torch.Tensor:
+        outs, start = [], 0
+        while start < total:
+            end = min(total, start + self.size)
+            try:
+                outs.append(predict(start, end))
+            except torch.cuda.OutOfMemoryError:
+                if self.size == 1:
+                    raise
+                torch.cuda.empty_cache()
+                self.size = max(1, self.size // 2)
+                continue
+            start = end
+        return torch.cat(outs)
+
+
+def auto_view_batch(device: torch.device, window: tuple[int, int], setting: int | None) -> int:
+    """The batch size: the setting when given; on the CPU the default; on CUDA as many pairs as
+    half of the free memory holds, at about BYTES_PER_LATENT_PIXEL per latent pixel per pair."""
+    if setting:
+        return setting
+    if device.type != "cuda":
+        return DEFAULT_CPU_VIEW_BATCH
+    free, _ = torch.cuda.mem_get_info(device)
+    per_pair = BYTES_PER_LATENT_PIXEL * window[0] * window[1]
+    return int(max(1, min(MAX_VIEW_BATCH, free * 0.5 // per_pair)))
 
 
 def _predict(unet, xs: torch.Tensor, i: int, active: list[int], inputs: SamplerInputs):

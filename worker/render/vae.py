@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .defaults import LATENT_SCALE
+from .defaults import DECODE_TILE, DECODE_TILE_OVERLAP, DECODE_TILED_ABOVE, LATENT_SCALE
+from .tiles import axis_profiles, axis_spans
 
 
 def _scaling(vae) -> float:
@@ -34,11 +35,45 @@ panorama, so the decoder sees the wrap as continuous image (then the borrowed pa
 
 
 @torch.no_grad()
-def decode_wrapped(vae, latent: torch.Tensor, scaling_vae=None) -> torch.Tensor:
+def decode_tiled(
+    vae,
+    latent: torch.Tensor,
+    scaling_vae=None,
+    *,
+    tile: int = DECODE_TILE,
+    overlap: int = DECODE_TILE_OVERLAP,
+) -> torch.Tensor:
+    """Decode tile by tile and blend the overlaps with ramps that sum to one, so the memory of
+    a decode is one tile's (plus the output canvas) and no seam shows. (1, 3, H, W), float32."""
+    _, _, h, w = latent.shape
+    stride = tile - overlap
+    out = torch.zeros(1, 3, h * LATENT_SCALE, w * LATENT_SCALE)
+    rows = zip(axis_spans(h, tile, stride), axis_profiles(h * LATENT_SCALE, tile * LATENT_SCALE,
+                                                          stride * LATENT_SCALE))  # fmt: skip
+    cols = list(zip(axis_spans(w, tile, stride), axis_profiles(w * LATENT_SCALE,
+                    tile * LATENT_SCALE, stride * LATENT_SCALE)))  # fmt: skip
+    for (top, bottom), wy in rows:
+        for (left, right), wx in cols:
+            pixels = decode(vae, latent[..., top:bottom, left:right], scaling_vae).cpu()
+            weight = (wy[:, None] * wx[None, :]).float()
+            s = LATENT_SCALE
+            out[..., top * s : bottom * s, left * s : right * s] += pixels * weight
+    return out
+
+
+def decode_any(vae, latent: torch.Tensor, scaling_vae=None) -> torch.Tensor:
+    """One call for small canvases; tiles above DECODE_TILED_ABOVE latent pixels."""
+    if latent.shape[-2] * latent.shape[-1] > DECODE_TILED_ABOVE:
+        return decode_tiled(vae, latent, scaling_vae)
+    return decode(vae, latent, scaling_vae)
+
+
+@torch.no_grad()
+def decode_wrapped(vae, latent: torch.Tensor, scaling_vae=None, decoder=decode) -> torch.Tensor:
     """Decode a horizontally circular latent without a seam at the left/right edge."""
     pad = min(WRAP_PAD, latent.shape[-1])
     padded = torch.cat([latent[..., -pad:], latent, latent[..., :pad]], dim=-1)
-    pixels = decode(vae, padded, scaling_vae)
+    pixels = decoder(vae, padded, scaling_vae)
     cut = pad * LATENT_SCALE
     return pixels[..., cut : pixels.shape[-1] - cut]
 
