@@ -147,3 +147,44 @@ def _wait_for(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
             time.sleep(0.1)
     tail = log_path.read_text(errors="replace")[-2000:]
     pytest.fail(f"moto server at {url} did not start (exit code {proc.poll()}):\n{tail}")
+
+
+# -- time budget per suite ----------------------------------------------------------------
+# CI must stay well under 30 minutes on a 2-core machine. Each suite (tests/<suite>/) has a
+# budget in seconds, about twice what it takes on a busy machine today; the session prints the
+# time of every suite and fails when one is over, so a slow test is noticed when it lands.
+SUITE_BUDGETS = {
+    "api": 240, "bench": 300, "cli": 420, "deploy": 60, "examples": 120, "farm": 90,
+    "integration": 600, "schemas": 90, "worker": 600,
+}  # fmt: skip
+_suite_seconds: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report) -> None:
+    parts = Path(report.nodeid.split("::")[0]).parts
+    suite = parts[1] if len(parts) > 2 and parts[0] == "tests" else "other"
+    _suite_seconds[suite] = _suite_seconds.get(suite, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    if not _suite_seconds:
+        return
+    terminalreporter.section("time per suite (budget)")
+    over = []
+    for suite, seconds in sorted(_suite_seconds.items()):
+        budget = SUITE_BUDGETS.get(suite)
+        mark = ""
+        if budget is not None and seconds > budget:
+            over.append(suite)
+            mark = "  OVER BUDGET"
+        terminalreporter.write_line(f"{suite:12s} {seconds:7.1f} s  ({budget or '-'} s){mark}")
+    if over:
+        terminalreporter.write_line(f"suites over their time budget: {', '.join(over)}")
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    # Summary hooks run after this one; check the sums here so that an over-budget suite
+    # fails the run (exit status 1) instead of only being printed.
+    over = [s for s, t in _suite_seconds.items() if t > SUITE_BUDGETS.get(s, float("inf"))]
+    if over and exitstatus == 0:
+        session.exitstatus = 1
