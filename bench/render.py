@@ -12,7 +12,7 @@ import platform
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Self
 
@@ -220,7 +220,7 @@ class Row:
         return f"scaled from {self.ran_steps} of {self.steps} steps" if self.scaled else "measured"
 
     def as_json(self) -> dict[str, Any]:
-        data = {k: v for k, v in asdict(self).items() if k != "image"}
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "image"}
         return data | {"note": self.scaled_note}
 
 
@@ -472,7 +472,7 @@ def landscape_spec(scale: int, *, baseline_steps: int | None) -> dict[str, Any]:
 # --- report ----------------------------------------------------------------------------------
 
 
-def machine_facts(device) -> dict[str, Any]:
+def machine_facts(device, loadavg_start: list[float]) -> dict[str, Any]:
     import diffusers
     import torch
     import transformers
@@ -496,7 +496,7 @@ def machine_facts(device) -> dict[str, Any]:
         "device_name": name,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "loadavg_start": list(os.getloadavg()),
+        "loadavg_start": loadavg_start,
         "versions": {
             "torch": torch.__version__,
             "diffusers": diffusers.__version__,
@@ -688,10 +688,10 @@ def main(argv: list[str] | None = None) -> int:
     sizes = QUICK if args.quick else FULL
     cap = args.max_baseline_steps
     base_steps = sizes["baseline_steps"]
-    started = time.perf_counter()
+    started, loadavg_start = time.perf_counter(), list(os.getloadavg())
 
     bench = Bench(args)
-    facts = machine_facts(bench.device)
+    facts = machine_facts(bench.device, loadavg_start)
     v = facts["versions"]
     print(
         f"regionfarm render benchmark{' (--quick: small sizes)' if args.quick else ''}: model "
@@ -703,6 +703,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{'/'.join(f'{x:.2f}' for x in facts['loadavg_start'])}; torch {v['torch']}, "
         f"diffusers {v['diffusers']}, transformers {v['transformers']}, Python {facts['python']}"
     )
+    busy = loadavg_start[0] > 0.5 * facts["cpus_usable"]
+    if busy and bench.device.type == "cpu":
+        print(
+            f"note: the machine is busy (load average {loadavg_start[0]:.2f} on "
+            f"{facts['cpus_usable']} CPUs): timings are noisy, and several torch threads on busy "
+            "cores can be many times slower than one (--threads 1)"
+        )
     mem_kind = (
         "CUDA max_memory_allocated minus the allocated memory after load"
         if bench.device.type == "cuda"

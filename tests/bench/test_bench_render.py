@@ -38,8 +38,11 @@ def test_bench_render_quick_run(tmp_path: Path, model_cache: Path) -> None:
         "== goals",
     ):
         assert section in text, text
-    keys = ("a", "b", "c", "md", "smd")
-    rows = {line.split()[0]: line for line in text.splitlines() if line.startswith(keys)}
+    rows = {}  # the table rows by their key
+    for line in text.splitlines():
+        words = line.split()
+        if words and words[0] in ("a", "b", "c", "md", "smd"):
+            rows[words[0]] = line
     assert "scaled from 2 of 5 steps" in rows["a"] and "scaled from 2 of 5 steps" in rows["b"]
     assert "measured" in rows["c"] and "scaled from 2 of 5 steps" in rows["md"]
     assert "b/a = " in text and "c/a = " in text
