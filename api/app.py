@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None, *, storage: Storage | None = No
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False  # keep the contract's field order in answers
     client = connect(settings.redis_url)
-    keys = KeyRing(settings.api_keys_file)
+    keys = KeyRing.from_settings(settings.api_keys_file, settings.api_keys)
     if not keys.enabled:
         log.warning("no API keys configured: auth is off and every caller is tenant 'local'")
     storage = storage if storage is not None else make_storage(settings)

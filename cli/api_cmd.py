@@ -97,7 +97,7 @@ def _fail(message: str, code: int) -> int:
 
 def _check_bind(settings: Settings, host: str, insecure: bool) -> int | None:
     try:
-        keys = KeyRing(settings.api_keys_file)
+        keys = KeyRing.from_settings(settings.api_keys_file, settings.api_keys)
     except KeysFileError as exc:
         return _fail(str(exc), EXIT_BAD_INPUT)
     if not keys.enabled and not is_loopback(host) and not insecure:

@@ -299,6 +299,23 @@ class KeyRing:
             self._stamp = self._stat()
             self._by_hash = load_keys(self.path)
 
+    @classmethod
+    def from_settings(cls, api_keys_file: str | os.PathLike[str] | None, api_keys: str | None
+                      ) -> KeyRing:  # fmt: skip
+        """The farm's keys: from the keys file, or from REGIONFARM_API_KEYS (the same JSON
+        shape, for platforms that hand secrets over as environment variables). Both at once
+        is refused: one source of truth."""
+        if api_keys is None:
+            return cls(api_keys_file)
+        if api_keys_file is not None:
+            raise KeysFileError(
+                "both REGIONFARM_API_KEYS and REGIONFARM_API_KEYS_FILE are set: keep one"
+            )
+        ring = cls(None)
+        tenants = _parse(api_keys, Path("REGIONFARM_API_KEYS.json"))
+        ring._by_hash = {t.key_sha256: t for t in tenants.values()}  # fixed: no file to reload
+        return ring
+
     @property
     def configured(self) -> bool:
         """True when a keys file was given (even one with no tenants yet)."""

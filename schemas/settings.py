@@ -62,6 +62,11 @@ class Settings(BaseSettings):
         description="JSON or TOML file mapping tenants to sha256(key) and webhook secrets; "
         "unset: auth off (loopback only).",
     )
+    api_keys: str | None = Field(
+        default=None,
+        description='The keys file\'s JSON itself (`{"tenants": {...}}`), for platforms '
+        "that pass secrets as environment variables; not together with api_keys_file.",
+    )
     models_file: Path | None = Field(
         default=None, description="The models file; unset: the one packaged with regionfarm."
     )

@@ -108,7 +108,7 @@ def run_webhook_worker(settings: Settings, *, node_name: str) -> int:
 
     records = _records(settings)
     app = make_worker_app(settings)
-    sender = WebhookSender(settings=settings, records=records, keys=KeyRing(settings.api_keys_file),
+    sender = WebhookSender(settings=settings, records=records, keys=KeyRing.from_settings(settings.api_keys_file, settings.api_keys),
                            storage=make_storage(settings))  # fmt: skip
     register_tasks(app, render=None, webhook=sender.task)
     app.conf.worker_prefetch_multiplier = 4

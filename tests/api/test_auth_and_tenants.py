@@ -7,7 +7,7 @@ import re
 import pytest
 
 from api.app import create_app
-from farm.keys import add_key
+from farm.keys import KeysFileError, add_key
 
 PUBLIC = {"/healthz", "/readyz", "/metrics", "/v1/openapi.json"}
 FAKE_ID = "job_01JDX3Q7S9V5T0ZQ4W8N2C6B1A"
@@ -84,3 +84,14 @@ def test_without_keys_auth_is_off_and_everyone_is_tenant_local(settings, spec, t
 @pytest.mark.parametrize("path", sorted(PUBLIC))
 def test_public_routes_need_no_key(client, path):
     assert client.get(path).status_code in (200, 503)
+
+
+def test_keys_can_come_from_the_environment_instead_of_a_file(settings, keys_file, keys, spec):
+    inline = keys_file.read_text()  # the same JSON shape, as a platform's secret variable
+    app = create_app(settings.model_copy(update={"api_keys_file": None, "api_keys": inline}))
+    client = app.test_client()
+    assert client.get("/v1/jobs").status_code == 401
+    headers = {"Authorization": f"Bearer {keys['globex']}"}
+    assert client.post("/v1/jobs", json=spec, headers=headers).status_code == 202
+    with pytest.raises(KeysFileError, match="keep one"):
+        create_app(settings.model_copy(update={"api_keys": inline}))
