@@ -26,6 +26,11 @@ class AppState:
     keys: KeyRing
     models: dict[str, ModelEntry]
 
+    def close(self) -> None:
+        """Close the broker and Redis connections (a process that builds many apps, a test)."""
+        self.celery.close()
+        self.redis.close()
+
 
 def state() -> AppState:
     """The current app's state (inside a request or an app context)."""

@@ -460,7 +460,7 @@ class BenchError(Exception):
 
 
 def start_redis(workdir: Path, stack: contextlib.ExitStack) -> tuple[str, Proc]:
-    import redis
+    from farm.embedded import EmbeddedRedisError, wait_for_redis
 
     port = _free_port()
     argv = [_redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
@@ -468,18 +468,10 @@ def start_redis(workdir: Path, stack: contextlib.ExitStack) -> tuple[str, Proc]:
     proc = Proc("redis", argv, workdir / "redis.log")
     stack.callback(proc.stop)
     url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline or not proc.alive():
-                raise BenchError(f"redis-server did not start:\n{proc.tail()}") from None
-            time.sleep(0.05)
-        finally:
-            client.close()
+    try:
+        wait_for_redis(url, proc.alive)
+    except EmbeddedRedisError as exc:
+        raise BenchError(f"{exc}:\n{proc.tail()}") from None
     return url, proc
 
 

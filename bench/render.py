@@ -293,21 +293,9 @@ class Bench:
     def _panorama_pipeline(self):
         """diffusers' StableDiffusionPanoramaPipeline on the very modules of our loaded model
         (its UNet has the LCM-LoRA fused), with a DDIM scheduler of the model's config."""
-        from diffusers import DDIMScheduler, StableDiffusionPanoramaPipeline
+        from worker.render.baseline import diffusers_panorama_pipeline
 
-        pipe = self.model.pipe
-        panorama = StableDiffusionPanoramaPipeline(
-            vae=pipe.vae,
-            text_encoder=pipe.text_encoder,
-            tokenizer=pipe.tokenizer,
-            unet=pipe.unet,
-            scheduler=DDIMScheduler.from_config(pipe.scheduler.config),
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
-        panorama.set_progress_bar_config(disable=True)
-        return panorama
+        return diffusers_panorama_pipeline(self.model)
 
     def _probe(self) -> Probe:
         return Probe(self.model.pipe.unet, self.device, self.loaded_bytes)

@@ -12,11 +12,18 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
 
-__all__ = ["EmbeddedRedis", "EmbeddedRedisError", "die_with_parent", "redis_server_binary"]
+__all__ = [
+    "EmbeddedRedis",
+    "EmbeddedRedisError",
+    "die_with_parent",
+    "redis_server_binary",
+    "wait_for_redis",
+]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +72,27 @@ def die_with_parent() -> None:
         pass
 
 
+def wait_for_redis(url: str, alive: Callable[[], bool], timeout: float = START_TIMEOUT) -> None:
+    """Wait until the Redis at `url` answers PING; EmbeddedRedisError when the server process
+    dies first (`alive` says so) or `timeout` seconds pass."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.5)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if not alive():
+                raise EmbeddedRedisError(f"redis-server for {url} exited before it answered")
+            try:
+                if client.ping():
+                    return
+            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+                pass
+            if time.monotonic() > deadline:
+                raise EmbeddedRedisError(f"redis-server for {url} did not answer in {timeout} s")
+            time.sleep(0.05)
+    finally:
+        client.close()
+
+
 class EmbeddedRedis:
     """``with EmbeddedRedis(data_dir) as url:`` runs Redis on a free loopback port with
     append-only persistence (fsync every second) in ``data_dir/redis``."""
@@ -102,24 +130,12 @@ class EmbeddedRedis:
             args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL, preexec_fn=die_with_parent,  # noqa: PLW1509 -- prctl only
         )  # fmt: skip
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if self.process.poll() is not None:
-                raise EmbeddedRedisError(
-                    f"redis-server exited with code {self.process.returncode}; see "
-                    f"{self.dir / 'redis.log'}"
-                )
-            try:
-                if client.ping():
-                    break
-            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise EmbeddedRedisError(f"redis-server did not answer in {START_TIMEOUT} s")
-            time.sleep(0.05)
-        client.close()
+        process = self.process
+        try:
+            wait_for_redis(self.url, lambda: process.poll() is None)
+        except EmbeddedRedisError as exc:
+            self.stop()
+            raise EmbeddedRedisError(f"{exc}; see {self.dir / 'redis.log'}") from None
         # Other processes of the same farm (workers, scripts) find the server through this.
         (self.dir / "url").write_text(self.url + "\n")
         log.info("embedded redis at %s, data in %s", self.url, self.dir)

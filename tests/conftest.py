@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from farm.embedded import redis_server_binary
+from farm.embedded import EmbeddedRedisError, redis_server_binary, wait_for_redis
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -42,18 +42,11 @@ def redis_server(tmp_path_factory) -> Iterator[str]:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError(f"the test Redis on port {port} did not start") from None
-            time.sleep(0.05)
-    client.close()
+    try:
+        wait_for_redis(url, lambda: proc.poll() is None)
+    except EmbeddedRedisError:
+        proc.kill()
+        raise
     yield url
     proc.terminate()
     proc.wait(10)

@@ -81,6 +81,8 @@ def test_identical_requests_racing_make_one_job(settings, auth, spec, depth):
         t.start()
     for t in threads:
         t.join()
+    for c in clients:
+        c.application.extensions["regionfarm"].close()
     assert {a.status_code for a in answers} == {202}
     assert len({a.json["id"] for a in answers}) == 1
     assert depth() == 1

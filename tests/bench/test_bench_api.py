@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bench" / "api.py"
 
 
-@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server on PATH")
 @pytest.mark.timeout(120)
 def test_bench_api_short_run(tmp_path: Path) -> None:
     out = tmp_path / "results.json"

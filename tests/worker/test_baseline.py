@@ -22,21 +22,9 @@ STEPS = 5  # DDIM steps per render here: a few, to stay fast on a CPU (the defau
 def panorama_pipe(tiny):
     """diffusers' StableDiffusionPanoramaPipeline on the very modules of the loaded tiny-random
     (its LCM-LoRA is fused into the shared UNet), with a DDIM scheduler of the same config."""
-    from diffusers import DDIMScheduler, StableDiffusionPanoramaPipeline
+    from worker.render.baseline import diffusers_panorama_pipeline
 
-    pipe = tiny.pipe
-    panorama = StableDiffusionPanoramaPipeline(
-        vae=pipe.vae,
-        text_encoder=pipe.text_encoder,
-        tokenizer=pipe.tokenizer,
-        unet=pipe.unet,
-        scheduler=DDIMScheduler.from_config(pipe.scheduler.config),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    panorama.set_progress_bar_config(disable=True)
-    return panorama
+    return diffusers_panorama_pipeline(tiny)
 
 
 def panorama_spec(width: int, height: int, **extra) -> dict:

@@ -24,7 +24,13 @@ from .job import JobInputs, RenderResult, _CallCounter, _pixels, _render_result,
 from .loading import LoadedModel
 from .sampler import CancelCheck, LatentCallback, StepCallback
 
-__all__ = ["BaselineView", "baseline_views", "baseline_window", "render_baseline"]
+__all__ = [
+    "BaselineView",
+    "baseline_views",
+    "baseline_window",
+    "diffusers_panorama_pipeline",
+    "render_baseline",
+]
 
 # Reproduces diffusers' StableDiffusionPanoramaPipeline (kind `panorama`/`image`, view batch 1,
 # eta 0) and the original omerbt/MultiDiffusion region_based.py (kind `regions`): see
@@ -360,3 +366,24 @@ def render_baseline(
     seconds = (text_seconds, denoise_seconds, time.perf_counter() - t_decode)
     warnings = list(inputs.warnings) + _ignored_controls(spec)
     return _render_result(spec, image, t_start, seconds, warnings, calls)
+
+
+def diffusers_panorama_pipeline(model: LoadedModel):
+    """diffusers' StableDiffusionPanoramaPipeline on the very modules of `model` (its LoRA
+    fused into the shared UNet) with a DDIM scheduler of the same config: the reference this
+    mode reproduces, for tests and benchmarks."""
+    from diffusers import DDIMScheduler, StableDiffusionPanoramaPipeline
+
+    pipe = model.pipe
+    panorama = StableDiffusionPanoramaPipeline(
+        vae=pipe.vae,
+        text_encoder=pipe.text_encoder,
+        tokenizer=pipe.tokenizer,
+        unet=pipe.unet,
+        scheduler=DDIMScheduler.from_config(pipe.scheduler.config),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    panorama.set_progress_bar_config(disable=True)
+    return panorama
