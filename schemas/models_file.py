@@ -51,11 +51,23 @@ class ModelEntry(BaseModel):
     family: Literal["sd15", "sdxl"] = Field(default="sd15", description="Architecture family.")
     lora: str | None = Field(
         default=None,
-        description="A LoRA fused at load time (hub id, file or `builtin:<name>`), e.g. the "
-        "LCM-LoRA that makes a base model an LCM.",
+        description="A LoRA fused at load time (hub id, `<owner>/<repo>/<file>.safetensors`, "
+        "local file or `builtin:<name>`), e.g. the LCM-LoRA that makes a base model an LCM, or "
+        "SDXL-Lightning's LoRA.",
     )
     lora_scale: float = Field(default=1.0, description="Weight of the LoRA when it is fused.")
-    scheduler: Literal["lcm"] = Field(default="lcm", description="The noise scheduler.")
+    unet: str | None = Field(
+        default=None,
+        description="A UNet that replaces the source's (e.g. SDXL-Lightning's distilled UNet): "
+        "a `.safetensors` file of diffusers-layout UNet weights, local or as "
+        "`<owner>/<repo>/<file>.safetensors` on the hub.",
+    )
+    scheduler: Literal["lcm", "euler"] = Field(
+        default="lcm",
+        description="The sampler: `lcm` (LCM models: mixes the predicted clean latents, then "
+        "re-noises) or `euler` (Euler with trailing timesteps, for SDXL-Lightning: mixes the "
+        "Euler next samples).",
+    )
     steps: int = Field(
         default=DEFAULT_STEPS,
         ge=1,

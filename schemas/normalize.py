@@ -62,6 +62,12 @@ def normalize_spec(
     if spec.seed is None:
         data["seed"] = secrets.randbelow(SEED_MAX + 1)
     if spec.method == "multidiffusion":
+        if entry is not None and entry.family != "sd15":
+            raise SpecError(
+                f"the multidiffusion baseline runs on sd15 models; {model} is {entry.family}: "
+                "leave method out (streammultidiffusion) or pick an sd15 model",
+                loc=["method"],
+            )
         data.update(_multidiffusion_defaults(spec))
     if data["steps"] is None:
         data["steps"] = entry.steps if entry is not None else DEFAULT_STEPS

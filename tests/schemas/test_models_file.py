@@ -15,9 +15,9 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_packaged_file_has_exactly_the_two_models():
+def test_packaged_file_has_exactly_the_four_models():
     models = load_models()
-    assert list(models) == ["sd15-lcm", "tiny-random"]
+    assert list(models) == ["sd15-lcm", "tiny-random", "sdxl-lightning", "tiny-random-xl"]
     sd15 = models["sd15-lcm"]
     assert sd15.source == "stable-diffusion-v1-5/stable-diffusion-v1-5"
     assert (sd15.family, sd15.lora) == ("sd15", "latent-consistency/lcm-lora-sdv1-5")
@@ -39,6 +39,21 @@ def test_packaged_file_has_exactly_the_two_models():
     )
     assert tiny.description == (
         "random-weight tiny SD1.5 architecture built from configs, for tests and offline demos"
+    )
+    xl = models["sdxl-lightning"]
+    assert (xl.family, xl.scheduler, xl.steps, xl.guidance_scale, xl.native_size) == (
+        "sdxl",
+        "euler",
+        5,
+        0.0,
+        1024,
+    )
+    assert xl.unet == "ByteDance/SDXL-Lightning/sdxl_lightning_4step_unet.safetensors"
+    tiny_xl = models["tiny-random-xl"]
+    assert (tiny_xl.family, tiny_xl.scheduler, tiny_xl.lora) == (
+        "sdxl",
+        "euler",
+        "builtin:tiny-random-xl-lightning-lora",
     )
 
 

@@ -29,14 +29,19 @@ def tiny(models, model_cache):
     return load_model(models["tiny-random"], device="cpu", cache_dir=model_cache)
 
 
-@pytest.fixture(scope="session")
-def render(tiny, ctx, settings):
-    """render(spec_dict, **kw) -> (RenderResult, normalized spec)."""
+def renderer(model, name: str, ctx, settings):
+    """render(spec_dict, **kw) -> (RenderResult, normalized spec) on a loaded model."""
     from worker.render import load_inputs, render_job
 
     def _render(data: dict, **kwargs):
-        spec, _ = normalize_spec(parse_spec({"model": "tiny-random", **data}, ctx), ctx)
+        spec, _ = normalize_spec(parse_spec({"model": name, **data}, ctx), ctx)
         inputs = load_inputs(spec, max_pixels=settings.max_pixels)
-        return render_job(tiny, spec, inputs, **kwargs), spec
+        return render_job(model, spec, inputs, **kwargs), spec
 
     return _render
+
+
+@pytest.fixture(scope="session")
+def render(tiny, ctx, settings):
+    """render(spec_dict, **kw) -> (RenderResult, normalized spec) on tiny-random."""
+    return renderer(tiny, "tiny-random", ctx, settings)

@@ -182,10 +182,10 @@ def test_weights_left_on_the_meta_device_are_model_unavailable(base, tmp_path):
     pipe = SimpleNamespace(
         unet=base.pipe.unet, vae=base.pipe.vae, text_encoder=torch.nn.Linear(2, 2)
     )
-    _check_complete(pipe, tmp_path / "m.safetensors", "the configs")
+    _check_complete(pipe, PARTS, tmp_path / "m.safetensors", "the configs")
     pipe.text_encoder = torch.nn.Linear(2, 2, device="meta")
     with pytest.raises(ModelUnavailable, match="lacks 2 text_encoder weights for the configs"):
-        _check_complete(pipe, tmp_path / "m.safetensors", "the configs")
+        _check_complete(pipe, PARTS, tmp_path / "m.safetensors", "the configs")
 
 
 def test_shipped_configs_load_with_a_tokenizer_next_to_the_checkpoint(

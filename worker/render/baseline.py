@@ -240,6 +240,11 @@ def render_baseline(
     for name in ("width", "height", "seed"):
         if getattr(spec, name) is None:
             raise InvalidJob(f"{name} is not set: normalize the spec before rendering")
+    if model.family != "sd15":
+        raise InvalidJob(
+            f"method: multidiffusion (the baseline) runs on sd15 models; {model.name} is "
+            f"{model.family}: use method streammultidiffusion or an sd15 model"
+        )
     t_start = time.perf_counter()
     pipe, device = model.pipe, model.device
     H, W = spec.height, spec.width
@@ -268,9 +273,9 @@ def render_baseline(
     dtype = pipe.text_encoder.dtype
     embeds = None
     if plan.prompts:
-        embeds = encode_prompts(pipe, plan.prompts)
+        embeds = encode_prompts(pipe, plan.prompts).hidden
         if do_cfg:
-            embeds = torch.cat([encode_prompts(pipe, plan.negatives), embeds])
+            embeds = torch.cat([encode_prompts(pipe, plan.negatives).hidden, embeds])
         embeds = embeds.to(device, dtype)
     timestep_cond = None
     if pipe.unet.config.time_cond_proj_dim is not None:  # guidance-distilled UNets, as diffusers

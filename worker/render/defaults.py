@@ -47,3 +47,7 @@ DECODE_TILE_OVERLAP = 16
 
 DECODE_TILED_ABOVE = 96 * 96
 """Latent area above which a canvas is decoded in tiles (the VAE's memory grows with area)."""
+
+GUIDANCE_RESCALE = {"sd15": 0.0, "sdxl": 0.7}
+"""Share of the guided prediction rescaled to the conditional prediction's spread, by family,
+when guidance > 1 (SDXL pipelines use 0.7; SD1.5's reference does not rescale)."""

@@ -14,8 +14,8 @@ from schemas import JobSpec
 from schemas.images import decode_image, decode_mask
 
 from . import vae as vae_ops
-from .conditioning import encode_prompts, pull_toward
-from .defaults import LATENT_SCALE, WHITE_BACKGROUND_PROMPT
+from .conditioning import Embeds, encode_prompts, pull_toward
+from .defaults import GUIDANCE_RESCALE, LATENT_SCALE, WHITE_BACKGROUND_PROMPT
 from .errors import InvalidJob
 from .loading import LoadedModel
 from .masks import background_masks, prepare_masks
@@ -169,7 +169,7 @@ def render_job(
     all_prompts = prompts + ([bg_prompt] if bg_prompt is not None else [])
     all_negatives = negatives + ([bg_negative] if bg_prompt is not None else [])
     cond = encode_prompts(pipe, all_prompts)
-    uncond = encode_prompts(pipe, all_negatives) if need_uncond else None
+    uncond = encode_prompts(pipe, all_negatives, negative=True) if need_uncond else None
     if bg_prompt is not None:
         bg_cond, cond = cond[-1:], cond[:-1]
         cond = pull_toward(cond, bg_cond, prompt_strengths)
@@ -177,8 +177,8 @@ def render_job(
             bg_uncond, uncond = uncond[-1:], uncond[:-1]
             uncond = pull_toward(uncond, bg_uncond, prompt_strengths)
         if background_region:  # the background prompt is a region of its own, sampled first
-            cond = torch.cat([bg_cond, cond])
-            uncond = torch.cat([bg_uncond, uncond]) if uncond is not None else None
+            cond = Embeds.cat([bg_cond, cond])
+            uncond = Embeds.cat([bg_uncond, uncond]) if uncond is not None else None
             steps_masks = torch.cat([bg_steps[None], steps_masks])
     text_seconds = time.perf_counter() - t_text
 
@@ -205,6 +205,8 @@ def render_job(
         bootstrap_steps=bootstrap_steps,
         leak_sensitivity=float(spec.bootstrap_leak_sensitivity),
         generator=generator,
+        canvas=(H, W),
+        guidance_rescale=GUIDANCE_RESCALE[model.family],
     )
     channels = pipe.unet.config.in_channels
     calls = _CallCounter(pipe.unet)

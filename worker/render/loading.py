@@ -31,12 +31,17 @@ class LoadedModel:
 
     name: str
     entry: ModelEntry
-    pipe: Any  # a diffusers StableDiffusionPipeline
+    pipe: Any  # a diffusers StableDiffusionPipeline or StableDiffusionXLPipeline
     device: torch.device
     dtype: torch.dtype
     tiny_vae: Any = None  # an AutoencoderTiny for decoding, when the models file names one
     load_seconds: float = 0.0
     versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def family(self) -> str:
+        """`sd15` or `sdxl`."""
+        return self.entry.family
 
     @property
     def native_size(self) -> int:
@@ -64,19 +69,22 @@ def pick_dtype(entry: ModelEntry, device: torch.device) -> torch.dtype:
 def resolve_source(source: str, cache_dir: Path) -> tuple[str, bool]:
     """(path or hub id, is_local) for a models-file source; builds built-ins on first use.
 
-    A `.safetensors` source is a local single file: a checkpoint in the original SD layout
-    (see `single_file.load_single_file` for where its configs and tokenizer come from), or a
-    LoRA file."""
+    A `.safetensors` source is one file: a local path, or `<owner>/<repo>/<file>` on the hub
+    (downloaded, or taken from the hub cache when offline). As a model's `source` it is a
+    checkpoint in the original SD layout (see `single_file.load_single_file` for where its
+    configs and tokenizers come from); as `lora` or `unet` it holds those weights."""
     if source.startswith("builtin:"):
         return str(tiny.builtin_path(source.removeprefix("builtin:"), cache_dir)), True
     path = Path(source).expanduser()
     if is_single_file(source):
-        if not path.is_file():
-            raise ModelUnavailable(
-                f"single-file weights {source} do not exist (or are not a file); fix the path "
-                "in the models file"
-            )
-        return str(path), True
+        if path.is_file():
+            return str(path), True
+        if source.count("/") >= 2 and not source.startswith((".", "/", "~")):
+            return _hub_file(source), True
+        raise ModelUnavailable(
+            f"single-file weights {source} do not exist (or are not a file); fix the path "
+            "in the models file (a hub file is written <owner>/<repo>/<file>.safetensors)"
+        )
     if path.is_dir():
         return str(path), True
     if source.startswith((".", "/", "~")):
@@ -84,48 +92,70 @@ def resolve_source(source: str, cache_dir: Path) -> tuple[str, bool]:
     return source, False
 
 
+def _hub_file(source: str) -> str:
+    """The local path of `<owner>/<repo>/<file>` from the hub (its cache when offline)."""
+    from huggingface_hub import hf_hub_download
+
+    owner, repo, filename = source.split("/", 2)
+    try:
+        return hf_hub_download(f"{owner}/{repo}", filename)
+    except Exception as exc:  # offline and not cached, no such repo or file, no network
+        raise ModelUnavailable(
+            f"{source}: neither a local file nor a file that can be fetched from the hub "
+            f"(repo {owner}/{repo}, file {filename}): {exc}"
+        ) from exc
+
+
 def is_single_file(source: str) -> bool:
     """Whether a models-file source names one `.safetensors` file (not a directory or hub id)."""
     return source.endswith(".safetensors")
 
 
+PIPELINES = {"sd15": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline"}
+"""The diffusers pipeline class of each family."""
+
+
 def load_model(
     entry: ModelEntry, *, device: str | torch.device | None = None, cache_dir: Path
 ) -> LoadedModel:
-    """Load the pipeline named by `entry`, fuse its LoRA, and switch it to the LCM scheduler."""
+    """Load the pipeline named by `entry`: its UNet replaced if the entry names one, its LoRA
+    fused, and its scheduler switched to the entry's sampler."""
     global LOAD_COUNT
     quiet_libraries()
-    from diffusers import LCMScheduler, StableDiffusionPipeline
+    import diffusers
 
-    if entry.family != "sd15":
-        raise ModelUnavailable(f"model {entry.name}: family {entry.family} is not supported yet")
+    if entry.family not in PIPELINES:
+        raise ModelUnavailable(f"model {entry.name}: family {entry.family} is not supported")
     started = time.perf_counter()
     dev = device if isinstance(device, torch.device) else pick_device(device)
     dtype = pick_dtype(entry, dev)
     source, local = resolve_source(entry.source, cache_dir)
-    kwargs = {
-        "dtype": dtype,
-        "safety_checker": None,
-        "requires_safety_checker": False,
-        "local_files_only": local,
-    }
+    kwargs = {"dtype": dtype, "local_files_only": local}
+    if entry.family == "sd15":
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
     try:
         if is_single_file(source):
             pipe = single_file.load_single_file(
                 Path(source), entry.family, dtype=dtype, cache_dir=cache_dir
             )
         else:
-            pipe = _from_pretrained(StableDiffusionPipeline, source, dev, kwargs)
+            pipeline_class = getattr(diffusers, PIPELINES[entry.family])
+            pipe = _from_pretrained(pipeline_class, source, dev, kwargs)
     except ModelUnavailable:
         raise
     except Exception as exc:  # diffusers raises OSError, ValueError, EnvironmentError...
         raise ModelUnavailable(f"model {entry.name}: cannot load {source}: {exc}") from exc
+    if entry.unet:
+        _replace_unet(pipe, entry, cache_dir, dtype)
     if dev.type == "cpu":  # a GPU copies the weights into its own memory in pipe.to(dev)
         own_memory(module for module in pipe.components.values() if isinstance(module, Module))
-    pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
+    pipe.scheduler = make_scheduler(entry.scheduler, pipe.scheduler.config)
     if entry.lora:
         _fuse_lora(pipe, entry, cache_dir)
     pipe.to(dev)
+    if getattr(pipe.vae.config, "force_upcast", False) and dtype == torch.float16:
+        # SDXL's VAE overflows in fp16 (NaN images): it encodes and decodes in fp32.
+        pipe.vae.to(torch.float32)
     pipe.set_progress_bar_config(disable=True)
     tiny_vae = _load_tiny_vae(entry, dev, dtype, cache_dir) if entry.tiny_vae else None
     LOAD_COUNT += 1
@@ -143,6 +173,42 @@ def load_model(
         load_seconds=seconds,
         versions=library_versions(),
     )
+
+
+def make_scheduler(name: str, config):
+    """The sampler's scheduler, from the model's own scheduler config (its noise schedule).
+
+    `euler` uses trailing timesteps, which SDXL-Lightning was distilled on."""
+    from diffusers import EulerDiscreteScheduler, LCMScheduler
+
+    if name == "euler":
+        return EulerDiscreteScheduler.from_config(config, timestep_spacing="trailing")
+    return LCMScheduler.from_config(config)
+
+
+def _replace_unet(pipe, entry: ModelEntry, cache_dir: Path, dtype: torch.dtype) -> None:
+    """Swap in the entry's UNet weights (diffusers layout, same architecture as the source's)."""
+    from safetensors.torch import load_file
+
+    path, _ = resolve_source(entry.unet, cache_dir)
+    try:
+        state = load_file(path)
+    except Exception as exc:  # not a safetensors file, truncated
+        raise ModelUnavailable(
+            f"model {entry.name}: cannot read UNet {entry.unet}: {exc}; it must be a "
+            ".safetensors file of diffusers-layout UNet weights"
+        ) from exc
+    want = {key: tuple(t.shape) for key, t in pipe.unet.state_dict().items()}
+    got = {key: tuple(t.shape) for key, t in state.items()}
+    wrong = sorted(set(want) ^ set(got)) + [k for k in want if k in got and want[k] != got[k]]
+    if wrong:
+        raise ModelUnavailable(
+            f"model {entry.name}: UNet {entry.unet} does not match the source's UNet: "
+            f"{len(wrong)} weights are missing, unexpected or of another shape (e.g. "
+            f"{wrong[0]}); it must be the same architecture, in the diffusers layout"
+        )
+    pipe.unet.load_state_dict(state)
+    pipe.unet.to(dtype)
 
 
 def own_memory(modules: Iterable[Module]) -> None:
@@ -206,15 +272,19 @@ def library_versions() -> dict[str, str]:
 
 def weights_available(entry: ModelEntry, cache_dir: Path) -> bool:
     """Whether `entry` can be loaded without the network (built-ins can always be built)."""
-    for source in filter(None, (entry.source, entry.lora)):
+    for source in filter(None, (entry.source, entry.lora, entry.unet)):
         if source.startswith("builtin:"):
             continue
         if Path(source).expanduser().exists():
             continue
         try:
-            from huggingface_hub import snapshot_download
+            from huggingface_hub import hf_hub_download, snapshot_download
 
-            snapshot_download(source, local_files_only=True)
+            if is_single_file(source) and source.count("/") >= 2:
+                owner, repo, filename = source.split("/", 2)
+                hf_hub_download(f"{owner}/{repo}", filename, local_files_only=True)
+            else:
+                snapshot_download(source, local_files_only=True)
         except Exception:  # noqa: BLE001 -- any failure means "not available offline"
             return False
     return True

@@ -9,10 +9,12 @@ import torch
 
 from .aggregate import Accumulator
 from .centering import bbox_center_shifts, roll_each
+from .conditioning import Embeds, time_ids
 from .defaults import (
     BOOTSTRAP_MIX_STEPS,
     BYTES_PER_LATENT_PIXEL,
     DEFAULT_CPU_VIEW_BATCH,
+    LATENT_SCALE,
     MAX_VIEW_BATCH,
 )
 from .errors import RenderCanceled
@@ -29,13 +31,15 @@ CancelCheck = Callable[[], bool]
 class SamplerInputs:
     """Everything the loop needs, already on the model's device.
 
-    cond / uncond: (R, tokens, dim) embeddings per sampled region (uncond only when guidance
-    > 1); masks: (R, T, 1, h, w) per-step weights; background: the fixed clean background latent
-    (1, C, h, w) or None; white: the white latent (1, C, h, w) used to bootstrap.
+    cond / uncond: embeddings per sampled region (uncond only when guidance > 1); masks:
+    (R, T, 1, h, w) per-step weights; background: the fixed clean background latent
+    (1, C, h, w) or None; white: the white latent (1, C, h, w) used to bootstrap; canvas: the
+    canvas in pixels (height, width), for SDXL's size conditioning; guidance_rescale: the
+    share of the guided prediction rescaled to the conditional one's spread (SDXL's 0.7).
     """
 
-    cond: torch.Tensor
-    uncond: torch.Tensor | None
+    cond: Embeds
+    uncond: Embeds | None
     masks: torch.Tensor
     background: torch.Tensor | None
     white: torch.Tensor
@@ -46,6 +50,8 @@ class SamplerInputs:
     bootstrap_steps: int
     leak_sensitivity: float
     generator: torch.Generator
+    canvas: tuple[int, int] = (0, 0)
+    guidance_rescale: float = 0.0
 
 
 def _randn(shape, inputs: SamplerInputs, like: torch.Tensor) -> torch.Tensor:
@@ -70,19 +76,24 @@ def sample(
 
     Region-view pairs go through the UNet `batch.size` at a time (one call for several views
     and regions); pairs whose mask is empty in the view are skipped (their weight is 0).
+    The LCM sampler noises each step's mix with fresh noise; the Euler sampler is
+    deterministic: the fixed background and the bootstrap white are noised with the initial
+    noise, and the mix goes on with the mixed predicted noise (see `Schedule`).
     """
     batch = batch if batch is not None else ViewBatch(DEFAULT_CPU_VIEW_BATCH)
     device = inputs.masks.device
     sched = inputs.schedule
     total = len(sched)
+    euler = sched.sampler == "euler"
     x = _randn(latent_shape, inputs, inputs.masks)  # the generator's first draw
+    initial_noise = x if euler else None
     x0_mix = x
     for i in range(total):
         _check_cancel(should_cancel)
         boot = None
         if i < inputs.bootstrap_steps:
-            boot = _bootstrap_background(i, x, inputs, latent_shape)
-        acc = Accumulator(latent_shape, device)
+            boot = _bootstrap_background(i, x, inputs, latent_shape, initial_noise)
+        acc = Accumulator(latent_shape, device, noise=euler)
         pairs = [
             p
             for view, tile_weight in zip(inputs.views, inputs.view_weights, strict=True)
@@ -91,7 +102,12 @@ def sample(
         _run_pairs(unet, i, pairs, inputs, acc, batch, should_cancel)
         x0_mix = acc.result(inputs.background)
         if i + 1 < total:
-            x = sched.renoise(i + 1, x0_mix, _randn(latent_shape, inputs, x0_mix))
+            if euler:
+                fill = initial_noise if inputs.background is not None else None
+                noise = acc.noise_result(fill)
+            else:
+                noise = _randn(latent_shape, inputs, x0_mix)
+            x = sched.renoise(i + 1, x0_mix, noise)
         if on_latent is not None:
             on_latent(i + 1, x0_mix)
         if on_step is not None:
@@ -104,12 +120,13 @@ def _check_cancel(should_cancel: CancelCheck | None) -> None:
         raise RenderCanceled("the render was canceled")
 
 
-def _bootstrap_background(i, x, inputs: SamplerInputs, shape) -> torch.Tensor:
+def _bootstrap_background(i, x, inputs: SamplerInputs, shape, initial_noise) -> torch.Tensor:
     """The noised background each region's copy sees outside its mask at bootstrap step i:
-    white, turning into the fixed background (or the current latent) as i passes the mix steps."""
+    white, turning into the fixed background (or the current latent) as i passes the mix steps.
+    Noised with fresh noise (LCM) or with the initial noise (Euler, deterministic)."""
     sched = inputs.schedule
     r = min(1.0, max(0.0, BOOTSTRAP_MIX_STEPS - i))
-    noise = _randn(shape, inputs, x)
+    noise = initial_noise if initial_noise is not None else _randn(shape, inputs, x)
     if inputs.background is not None:
         clean = r * inputs.white + (1 - r) * inputs.background
         return sched.renoise(i, clean, noise)
@@ -165,24 +182,32 @@ def _run_pairs(unet, i, pairs: list[_ViewPairs], inputs: SamplerInputs, acc, bat
         queue = rest
         xs = torch.cat([p.xs for p in chunk])
         active = [k for p in chunk for k in p.active]
-        eps = batch.run(
-            lambda a, b, xs=xs, active=active: _predict(unet, xs[a:b], i, active[a:b], inputs),
+        crops = [(p.view.top * LATENT_SCALE, p.view.left * LATENT_SCALE)
+                 for p in chunk for _ in p.active]  # fmt: skip
+        out = batch.run(
+            lambda a, b, xs=xs, active=active, crops=crops: _predict(
+                unet, xs[a:b], i, active[a:b], crops[a:b], inputs
+            ),
             len(xs),
         )
-        x0_all = inputs.schedule.denoise(i, xs.float(), eps.float())
+        sched = inputs.schedule
+        x0_all = sched.denoise(i, xs.float(), out.float())
+        eps_all = sched.noise_of(i, xs.float(), x0_all) if sched.sampler == "euler" else None
         start = 0
         for p in chunk:
             x0 = x0_all[start : start + len(p.active)]
+            eps = eps_all[start : start + len(p.active)] if eps_all is not None else None
             start += len(p.active)
             weight = p.masks
             if p.shifts is not None:
                 x0 = roll_each(x0, p.shifts, sign=+1)
+                eps = roll_each(eps, p.shifts, sign=+1) if eps is not None else None
                 if inputs.leak_sensitivity > 0:
                     # Pixels whose prediction still looks like the bootstrap background lose
                     # weight.
                     leak = (x0 - p.b_view.float()).pow(2).mean(dim=1, keepdim=True)
                     weight = weight * (2 * torch.sigmoid(leak / inputs.leak_sensitivity) - 1)
-            acc.add(p.view, x0, weight * p.tile_weight)
+            acc.add(p.view, x0, weight * p.tile_weight, eps)
 
 
 class ViewBatch:
@@ -220,14 +245,32 @@ def auto_view_batch(device: torch.device, window: tuple[int, int], setting: int 
     return int(max(1, min(MAX_VIEW_BATCH, free * 0.5 // per_pair)))
 
 
-def _predict(unet, xs: torch.Tensor, i: int, active: list[int], inputs: SamplerInputs):
-    """The UNet's guided prediction; the unconditional half only when guidance > 1."""
+def _predict(unet, xs: torch.Tensor, i: int, active: list[int], crops, inputs: SamplerInputs):
+    """The UNet's guided prediction; the unconditional half only when guidance > 1. SDXL's
+    added conditioning (pooled embedding, size and the view's crop) goes with every pair."""
     t = torch.tensor(inputs.schedule.timesteps[i], device=xs.device)
     dtype = unet.dtype
     cond = inputs.cond[active]
+    pairs = [cond] if inputs.uncond is None else [inputs.uncond[active], cond]
+    embeds = Embeds.cat(pairs)
+    extra = {}
+    if embeds.pooled is not None:
+        ids = time_ids(inputs.canvas, crops).repeat(len(pairs), 1)
+        extra["added_cond_kwargs"] = {
+            "text_embeds": embeds.pooled,
+            "time_ids": ids.to(xs.device, embeds.pooled.dtype),
+        }
+    out = unet(
+        torch.cat([xs] * len(pairs)).to(dtype), t, encoder_hidden_states=embeds.hidden, **extra
+    ).sample
     if inputs.uncond is None:
-        return unet(xs.to(dtype), t, encoder_hidden_states=cond).sample
-    both = torch.cat([inputs.uncond[active], cond])
-    out = unet(torch.cat([xs, xs]).to(dtype), t, encoder_hidden_states=both).sample
+        return out
     uncond_out, cond_out = out.chunk(2)
-    return uncond_out + inputs.guidance_scale * (cond_out - uncond_out)
+    guided = uncond_out + inputs.guidance_scale * (cond_out - uncond_out)
+    if inputs.guidance_rescale > 0:
+        # Rescale the guided prediction's spread to the conditional one's (fixes overexposure
+        # at high guidance; Lin et al. 2023, as SDXL pipelines do), mixed in by the share.
+        dims = tuple(range(1, guided.ndim))
+        ratio = cond_out.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True)
+        guided = torch.lerp(guided, guided * ratio, inputs.guidance_rescale)
+    return guided

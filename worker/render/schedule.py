@@ -1,4 +1,4 @@
-"""The sampling schedule: timesteps and the per-step closed forms of the LCM sampler."""
+"""The sampling schedule: timesteps and the per-step closed forms of the LCM and Euler samplers."""
 
 from __future__ import annotations
 
@@ -12,7 +12,13 @@ from .defaults import LCM_GRID_STEPS, SMD_DEFAULT_STEPS, SMD_T_INDEX_LIST
 @dataclass(frozen=True)
 class Schedule:
     """Per selected step i: timestep t, a = sqrt(alpha_bar), b = sqrt(1 - alpha_bar) (the noise
-    level, also the mask threshold), and the LCM boundary scalings c_skip, c_out."""
+    level, also the mask threshold), and the LCM boundary scalings c_skip, c_out.
+
+    `sampler` says how a step ends. `lcm`: the regions' predicted clean latents are mixed, then
+    noised to the next level with fresh noise. `euler` (deterministic, SDXL-Lightning): Euler's
+    next samples are mixed. With sigma = b / a, Euler's step x + eps (sigma' - sigma) on
+    x / a is a' x0 + b' eps on x, so mixing Euler samples is mixing x0 and the predicted noise
+    with the same weights and noising the one with the other (`renoise(i + 1, x0, eps)`)."""
 
     timesteps: tuple[int, ...]
     a: tuple[float, ...]
@@ -20,6 +26,7 @@ class Schedule:
     c_skip: tuple[float, ...]
     c_out: tuple[float, ...]
     prediction_type: str = "epsilon"
+    sampler: str = "lcm"
 
     def __len__(self) -> int:
         return len(self.timesteps)
@@ -39,12 +46,19 @@ class Schedule:
         """x0 taken to the noise level of step i."""
         return self.a[i] * x0 + self.b[i] * noise
 
+    def noise_of(self, i: int, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """The noise that takes x0 to x at step i (the model's noise prediction, whatever its
+        parametrization)."""
+        return (x - self.a[i] * x0) / self.b[i]
+
 
 def build_schedule(scheduler, steps: int) -> Schedule:
-    """The StreamMultiDiffusion table for the default step count, LCM's own spacing otherwise.
+    """The StreamMultiDiffusion table for the default step count, the scheduler's own spacing
+    otherwise.
 
-    `scheduler` is a diffusers LCMScheduler; it is only asked for its grid and constants (its
-    step counter is never used, so one scheduler object serves every job and view).
+    `scheduler` is a diffusers LCMScheduler or EulerDiscreteScheduler (trailing timesteps); it
+    is only asked for its grid and constants (its step counter is never used, so one scheduler
+    object serves every job and view).
     """
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
@@ -58,11 +72,12 @@ def build_schedule(scheduler, steps: int) -> Schedule:
     alphas = scheduler.alphas_cumprod.double()
     a = [float(alphas[t].sqrt()) for t in timesteps]
     b = [float((1 - alphas[t]).sqrt()) for t in timesteps]
-    c_skip, c_out = [], []
-    for t in timesteps:
-        skip, out = scheduler.get_scalings_for_boundary_condition_discrete(t)
-        c_skip.append(float(skip))
-        c_out.append(float(out))
+    lcm = hasattr(scheduler, "get_scalings_for_boundary_condition_discrete")
+    c_skip, c_out = [0.0] * len(timesteps), [1.0] * len(timesteps)
+    if lcm:
+        for k, t in enumerate(timesteps):
+            skip, out = scheduler.get_scalings_for_boundary_condition_discrete(t)
+            c_skip[k], c_out[k] = float(skip), float(out)
     return Schedule(
         timesteps=tuple(timesteps),
         a=tuple(a),
@@ -70,4 +85,5 @@ def build_schedule(scheduler, steps: int) -> Schedule:
         c_skip=tuple(c_skip),
         c_out=tuple(c_out),
         prediction_type=scheduler.config.prediction_type,
+        sampler="lcm" if lcm else "euler",
     )

@@ -18,6 +18,10 @@ ASSET_DIR = Path(__file__).parent / "assets"
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 CLIP_PREFIX = "cond_stage_model.transformer."
+XL_CLIP_PREFIX = "conditioner.embedders.0.transformer."
+"""SDXL's first text encoder (CLIP ViT-L), in the transformers layout as in SD1.5."""
+XL_OPENCLIP_PREFIX = "conditioner.embedders.1.model."
+"""SDXL's second text encoder (OpenCLIP ViT-bigG), in open_clip's own layout."""
 CONFIG_DIR_NAMES = ("{stem}.config", "config")
 """Config directories looked for next to a checkpoint, in order (diffusers layout)."""
 CACHE_TOKENIZER_DIR = "{family}-{subfolder}"
@@ -34,7 +38,8 @@ class Family:
     tokenizers: tuple[str, ...]  # tokenizer subfolders (SDXL has two)
     parts: dict[str, str]  # key prefix -> what it holds; a checkpoint must have them all
     foreign: dict[str, str]  # key prefix of another family -> what to tell the user
-    text_encoder: str = "text_encoder"  # the subfolder whose vocabulary the tokenizer must match
+    modules: tuple[str, ...] = ("unet", "vae", "text_encoder")  # what the file must fill
+    pipeline_kwargs: tuple[tuple[str, Any], ...] = ()  # extra arguments of the pipeline class
 
 
 FAMILIES: dict[str, Family] = {
@@ -53,10 +58,39 @@ FAMILIES: dict[str, Family] = {
             "conditioner.embedders.": 'an SDXL checkpoint: set family = "sdxl"',
             "cond_stage_model.model.": "an SD2.x checkpoint (OpenCLIP text encoder), not supported",
         },
+        pipeline_kwargs=(
+            ("safety_checker", None),
+            ("feature_extractor", None),
+            ("requires_safety_checker", False),
+        ),
+    ),
+    "sdxl": Family(
+        pipeline="StableDiffusionXLPipeline",
+        config_asset="sdxl-config",
+        configs={
+            "unet": "config.json",
+            "vae": "config.json",
+            "text_encoder": "config.json",
+            "text_encoder_2": "config.json",
+            "scheduler": "scheduler_config.json",
+        },
+        tokenizers=("tokenizer", "tokenizer_2"),
+        parts={
+            UNET_PREFIX: "UNet",
+            VAE_PREFIX: "VAE",
+            XL_CLIP_PREFIX: "CLIP text encoder",
+            XL_OPENCLIP_PREFIX: "OpenCLIP text encoder",
+        },
+        foreign={
+            "cond_stage_model.": 'an SD1.x/SD2.x checkpoint: set family = "sd15" for SD1.x',
+            "conditioner.embedders.0.model.": "an SDXL refiner checkpoint, not supported",
+        },
+        modules=("unet", "vae", "text_encoder", "text_encoder_2"),
+        pipeline_kwargs=(("add_watermarker", False),),
     ),
 }
-"""Families that load from single files; an SDXL entry adds its pipeline, configs (two text
-encoders, two tokenizers), parts and its own key mapping."""
+"""Families that load from single files: their pipeline, configs, tokenizers and the parts a
+checkpoint must hold. Each tokenizer `tokenizer<N>` belongs to the encoder `text_encoder<N>`."""
 
 # --- key mapping: diffusers module state dicts -> the original (LDM) checkpoint layout ---------
 
@@ -82,24 +116,66 @@ _VAE_CONV_1X1 = ("q.weight", "k.weight", "v.weight", "proj_out.weight")
 Rename = tuple[str, str, dict[str, str]]  # (diffusers prefix, original prefix, inner renames)
 
 
-def to_original_layout(unet, vae, text_encoder) -> dict[str, torch.Tensor]:
-    """The three modules' weights under the original SD checkpoint's names, as users download
-    them and as diffusers' single-file loader reads them back. Works on meta tensors too."""
+def to_original_layout(unet, vae, text_encoder, text_encoder_2=None) -> dict[str, torch.Tensor]:
+    """The modules' weights under the original checkpoint's names, as users download them and
+    as diffusers' single-file loader reads them back: SD1.5's, or SDXL's when the second text
+    encoder is given. Works on meta tensors too."""
     state: dict[str, torch.Tensor] = {}
     state.update(_renamed(unet.state_dict(), _unet_renames(unet), UNET_PREFIX, "UNet"))
     for key, tensor in _renamed(vae.state_dict(), _vae_renames(vae), VAE_PREFIX, "VAE").items():
         if key.endswith(_VAE_CONV_1X1) and ".mid.attn_1." in key and tensor.ndim == 2:
             tensor = tensor.reshape(*tensor.shape, 1, 1)
         state[key] = tensor
+    clip_prefix = CLIP_PREFIX if text_encoder_2 is None else XL_CLIP_PREFIX
     for key, tensor in text_encoder.state_dict().items():
         # transformers >= 5.6 flattened CLIPTextModel; the original names keep `text_model.`.
         name = key if key.startswith("text_model.") else f"text_model.{key}"
-        state[CLIP_PREFIX + name] = tensor
+        state[clip_prefix + name] = tensor
     # The original layout carries the position ids (a persistent buffer in older transformers).
     embedding = text_encoder.get_input_embeddings().weight
     positions = text_encoder.config.max_position_embeddings
-    ids_key = f"{CLIP_PREFIX}text_model.embeddings.position_ids"
+    ids_key = f"{clip_prefix}text_model.embeddings.position_ids"
     state.setdefault(ids_key, torch.arange(positions, device=embedding.device)[None])
+    if text_encoder_2 is not None:
+        state.update(_open_clip_layout(text_encoder_2, XL_OPENCLIP_PREFIX))
+    return state
+
+
+_OPEN_CLIP_LAYER = {
+    "layer_norm1": "ln_1",
+    "layer_norm2": "ln_2",
+    "mlp.fc1": "mlp.c_fc",
+    "mlp.fc2": "mlp.c_proj",
+    "self_attn.out_proj": "attn.out_proj",
+}
+
+
+def _open_clip_layout(encoder, prefix: str) -> dict[str, torch.Tensor]:
+    """A CLIPTextModelWithProjection in open_clip's names: the token and position embeddings
+    at the top, `transformer.resblocks.N` with q, k and v stacked into one `in_proj`, and the
+    projection as a (width, dim) matrix, the transpose of the linear layer's weight."""
+    weights = {k.removeprefix("text_model."): t for k, t in encoder.state_dict().items()}
+    state = {
+        prefix + "token_embedding.weight": weights.pop("embeddings.token_embedding.weight"),
+        prefix + "positional_embedding": weights.pop("embeddings.position_embedding.weight"),
+        prefix + "ln_final.weight": weights.pop("final_layer_norm.weight"),
+        prefix + "ln_final.bias": weights.pop("final_layer_norm.bias"),
+        prefix + "text_projection": weights.pop("text_projection.weight").T,
+    }
+    weights.pop("embeddings.position_ids", None)
+    for n in range(encoder.config.num_hidden_layers):
+        old, new = f"encoder.layers.{n}.", f"{prefix}transformer.resblocks.{n}."
+        for kind in ("weight", "bias"):
+            state[f"{new}attn.in_proj_{kind}"] = torch.cat(
+                [weights.pop(f"{old}self_attn.{p}_proj.{kind}") for p in "qkv"]
+            )
+            for ours, theirs in _OPEN_CLIP_LAYER.items():
+                state[f"{new}{theirs}.{kind}"] = weights.pop(f"{old}{ours}.{kind}")
+    if weights:
+        raise ValueError(
+            f"text encoder weights with no open_clip name: {', '.join(list(weights)[:5])}; add "
+            "them to the mapping in worker/render/single_file.py"
+        )
     return state
 
 
@@ -374,12 +450,12 @@ def load_single_file(
     with tempfile.TemporaryDirectory(prefix="regionfarm-configs-") as scratch:
         configs = config_dir or shipped_config_dir(family, Path(scratch))
         where = f"the configs in {config_dir}" if config_dir else f"the shipped {family} configs"
-        text_config = _text_encoder_config(configs / spec.text_encoder, where)
-        tokenizers = {
-            name: _load_tokenizer(CLIPTokenizer, directory, text_config)
-            for name, directory in directories.items()
-        }
-        _check_vocabulary(tokenizers[spec.tokenizers[0]], text_config, where)
+        tokenizers = {}
+        for name, directory in directories.items():
+            encoder = name.replace("tokenizer", "text_encoder")
+            text_config = _text_encoder_config(configs / encoder, where)
+            tokenizers[name] = _load_tokenizer(CLIPTokenizer, directory, text_config)
+            _check_vocabulary(tokenizers[name], text_config, where)
         pipeline_class = getattr(diffusers, spec.pipeline)
         try:
             pipe = pipeline_class.from_single_file(
@@ -387,9 +463,7 @@ def load_single_file(
                 config=str(configs),
                 local_files_only=True,
                 dtype=dtype,
-                safety_checker=None,
-                feature_extractor=None,
-                requires_safety_checker=False,
+                **dict(spec.pipeline_kwargs),
                 **tokenizers,
             )
         except Exception as exc:  # shape mismatches, weights left on the meta device, ...
@@ -398,7 +472,7 @@ def load_single_file(
                 "checkpoint and the configs must describe the same architecture: put the "
                 f"checkpoint's own diffusers configs in {path.stem}.config/ next to it"
             ) from exc
-    _check_complete(pipe, path, where)
+    _check_complete(pipe, spec.modules, path, where)
     return pipe
 
 
@@ -436,10 +510,10 @@ def _check_vocabulary(tokenizer: Any, text_config: dict[str, Any], where: str) -
         )
 
 
-def _check_complete(pipe: Any, path: Path, where: str) -> None:
+def _check_complete(pipe: Any, modules: tuple[str, ...], path: Path, where: str) -> None:
     # diffusers loads the weights into modules built on the meta device and leaves there those
     # the checkpoint lacks; 0.42 then fails in its dtype cast, but not every path casts.
-    for name in ("unet", "vae", "text_encoder"):
+    for name in modules:
         module = getattr(pipe, name)
         tensors = [*module.named_parameters(), *module.named_buffers()]
         missing = [key for key, tensor in tensors if tensor.is_meta]

@@ -1,4 +1,6 @@
-"""Builds the random-weight `tiny-random` model (SD1.5 layout) and its random LCM-LoRA, once."""
+"""Builds the random-weight test models once: `tiny-random` (SD1.5 layout) with its random
+LCM-LoRA, and `tiny-random-xl` (SDXL layout: two text encoders, pooled and time conditioning)
+with its random Lightning-style LoRA."""
 
 from __future__ import annotations
 
@@ -46,7 +48,31 @@ SD15_SCHEDULER = {
     "steps_offset": 1,
     "clip_sample": False,
 }
-BUILTIN_MODELS = ("tiny-random", "tiny-random-lcm-lora")
+# SDXL's Euler schedule (the same betas; Lightning models sample it with trailing timesteps).
+SDXL_SCHEDULER = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "prediction_type": "epsilon",
+    "steps_offset": 1,
+    "timestep_spacing": "leading",
+    "interpolation_type": "linear",
+    "use_karras_sigmas": False,
+}
+XL_TEXT_WIDTHS = (32, 48)
+"""Hidden sizes of the two tiny text encoders (CLIP-L and OpenCLIP-bigG stand-ins). They differ
+as in SDXL (768 and 1280): diffusers' single-file loader tells the two apart by width."""
+XL_POOLED_DIM = 32
+"""The second encoder's projection (the pooled embedding; 1280 in SDXL)."""
+XL_TIME_EMBED_DIM = 8
+"""Per-number embedding of the six size/crop conditioning numbers (256 in SDXL)."""
+BUILTIN_MODELS = (
+    "tiny-random",
+    "tiny-random-lcm-lora",
+    "tiny-random-xl",
+    "tiny-random-xl-lightning-lora",
+)
 
 
 def builtin_path(name: str, cache_dir: Path) -> Path:
@@ -85,8 +111,12 @@ def _build_into(name: str, target: Path) -> None:
     try:
         if name == "tiny-random":
             build_tiny_pipeline().save_pretrained(tmp)
+        elif name == "tiny-random-xl":
+            build_tiny_xl_pipeline().save_pretrained(tmp)
+        elif name == "tiny-random-xl-lightning-lora":
+            save_random_lora(tmp, tiny_xl_unet_config(), seed=SEED + 3)
         else:
-            save_random_lora(tmp)
+            save_random_lora(tmp, tiny_unet_config(), seed=SEED + 1)
         (tmp / ".complete").write_text(BUILD_VERSION + "\n")
         if target.exists():
             shutil.rmtree(target)
@@ -109,6 +139,21 @@ def tiny_unet_config() -> dict:
         "cross_attention_dim": 32,
         "attention_head_dim": 8,
         "norm_num_groups": 16,
+    }
+
+
+def tiny_xl_unet_config() -> dict:
+    """The tiny UNet in SDXL's shape: linear projections, two transformer layers at the deepest
+    level, and the text-time added conditioning (SD1.5's tiny UNet already has no attention at
+    the first level, as SDXL)."""
+    return {
+        **tiny_unet_config(),
+        "transformer_layers_per_block": (1, 1, 2),
+        "cross_attention_dim": sum(XL_TEXT_WIDTHS),
+        "use_linear_projection": True,
+        "addition_embed_type": "text_time",
+        "addition_time_embed_dim": XL_TIME_EMBED_DIM,
+        "projection_class_embeddings_input_dim": 6 * XL_TIME_EMBED_DIM + XL_POOLED_DIM,
     }
 
 
@@ -156,14 +201,7 @@ def build_tiny_pipeline():
         pad_token_id=tokenizer.pad_token_id,
     )
     text_encoder = CLIPTextModel(text_config)
-    with torch.no_grad():
-        for name, module in unet.named_modules():
-            if name.endswith("attn2"):  # the cross-attention to the text
-                module.to_k.weight.mul_(KEY_GAIN)
-                module.to_v.weight.mul_(TEXT_GAIN)
-                module.to_out[0].weight.mul_(TEXT_GAIN)
-        unet.conv_out.weight.mul_(EPS_GAIN)
-        unet.conv_out.bias.mul_(EPS_GAIN)
+    _scale_text_attention(unet)
     return StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -176,14 +214,79 @@ def build_tiny_pipeline():
     )
 
 
-def save_random_lora(directory: Path) -> None:
-    """A random LoRA on the tiny UNet's attention projections, saved as diffusers writes LoRAs."""
+def _scale_text_attention(unet) -> None:
+    """The gains above, applied to a freshly initialised UNet."""
+    import torch
+
+    with torch.no_grad():
+        for name, module in unet.named_modules():
+            if name.endswith("attn2"):  # the cross-attention to the text
+                module.to_k.weight.mul_(KEY_GAIN)
+                module.to_v.weight.mul_(TEXT_GAIN)
+                module.to_out[0].weight.mul_(TEXT_GAIN)
+        unet.conv_out.weight.mul_(EPS_GAIN)
+        unet.conv_out.bias.mul_(EPS_GAIN)
+
+
+def build_tiny_xl_pipeline():
+    """A StableDiffusionXLPipeline of random weights drawn from SEED (+2)."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTextModelWithProjection,
+        CLIPTokenizer,
+    )
+
+    tokenizer = CLIPTokenizer.from_pretrained(TOKENIZER_DIR, model_max_length=77)
+    torch.manual_seed(SEED + 2)
+    unet = UNet2DConditionModel(**tiny_xl_unet_config())
+    # SDXL's VAE: the SD1.5 architecture with its own scaling, unstable in fp16.
+    vae = AutoencoderKL(**{**tiny_vae_config(), "scaling_factor": 0.13025, "force_upcast": True})
+    encoders = []
+    for width, cls in zip(XL_TEXT_WIDTHS, (CLIPTextModel, CLIPTextModelWithProjection)):
+        config = CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=width,
+            intermediate_size=2 * width,
+            num_attention_heads=4,
+            num_hidden_layers=3,
+            max_position_embeddings=77,
+            projection_dim=XL_POOLED_DIM,
+            hidden_act="quick_gelu" if cls is CLIPTextModel else "gelu",
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        encoders.append(cls(config))
+    _scale_text_attention(unet)
+    return StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=encoders[0],
+        text_encoder_2=encoders[1],
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=EulerDiscreteScheduler(**SDXL_SCHEDULER),
+        force_zeros_for_empty_prompt=True,
+        add_watermarker=False,
+    )
+
+
+def save_random_lora(directory: Path, unet_config: dict, *, seed: int) -> None:
+    """A random LoRA on a tiny UNet's attention projections, saved as diffusers writes LoRAs."""
     import torch
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
-    unet = UNet2DConditionModel(**tiny_unet_config())
+    unet = UNet2DConditionModel(**unet_config)
     unet.add_adapter(
         LoraConfig(
             r=LORA_RANK,
@@ -192,7 +295,7 @@ def save_random_lora(directory: Path) -> None:
             init_lora_weights=False,
         )
     )
-    generator = torch.Generator().manual_seed(SEED + 1)
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in unet.named_parameters():
             if "lora_" in name:
