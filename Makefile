@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv clean
+.PHONY: demo test reliability venv clean browsers
 
 venv: $(STAMP)
 
@@ -22,8 +22,23 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py --out out
 
-test: $(STAMP)
+test: $(STAMP) browsers
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+# The web page's tests (tests/web) drive Debian's chromium through its chromedriver, never a
+# browser that a tool downloads. Installed once, with apt (root, or sudo), when either is missing.
+browsers:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then exit 0; fi; \
+	as_root=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	echo "installing chromium and chromium-driver with apt for tests/web"; \
+	$$as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	$$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+
+# The fault, load and bad-input suite at full size (CI runs it bounded, within `make test`);
+# prints one table and writes it to test-artifacts/reliability/.
+reliability: $(STAMP)
+	HF_HUB_OFFLINE=1 REGIONFARM_RELIABILITY=full $(BIN)/python -m pytest tests/reliability -q -p no:cacheprovider
+	@cat test-artifacts/reliability/table.md
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -6,7 +6,7 @@ import logging
 
 from flask import Flask
 
-from api import assets, health, jobs, models, openapi, status
+from api import assets, health, jobs, models, openapi, status, web
 from api.auth import install_auth
 from api.errors import register_error_handlers
 from api.metrics import bp as metrics_bp
@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None, *, storage: Storage | None = No
     install_metrics(app)
     install_auth(app)
     register_error_handlers(app)
-    for bp in (jobs.bp, assets.bp, models.bp, status.bp, health.bp, metrics_bp, openapi.bp):
+    for bp in (jobs.bp, assets.bp, models.bp, status.bp, health.bp, metrics_bp, openapi.bp,
+               web.bp):  # fmt: skip
         app.register_blueprint(bp)
     return app
