@@ -186,7 +186,9 @@ def render_job(
     background_latent = None
     if fixed_pixels is not None:
         background_latent = vae_ops.encode(vae, fixed_pixels).float().to(device)
-    white = vae_ops.white_latent(vae, model.native_size, (h, w)).to(device)
+    if "white" not in model.cache:  # one encode per model: SDXL's is a 1024x1024 fp32 pass
+        model.cache["white"] = vae_ops.white_latent(vae, model.native_size, (1, 1))
+    white = model.cache["white"].expand(-1, -1, h, w).to(device)
 
     window = _window(spec, model)
     wrap = spec.wrap == "horizontal"

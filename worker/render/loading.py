@@ -37,6 +37,8 @@ class LoadedModel:
     tiny_vae: Any = None  # an AutoencoderTiny for decoding, when the models file names one
     load_seconds: float = 0.0
     versions: dict[str, str] = field(default_factory=dict)
+    cache: dict[str, Any] = field(default_factory=dict)
+    """Per-model constants the engine computes once (the white latent)."""
 
     @property
     def family(self) -> str:
