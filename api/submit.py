@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -38,7 +39,7 @@ def read_json() -> tuple[bytes, Any]:
         )  # fmt: skip
     body = request.get_data(cache=True)  # over MAX_CONTENT_LENGTH: 413 before it is read
     try:
-        return body, json.loads(body)
+        raw = json.loads(body)
     except UnicodeDecodeError:
         raise ApiError(400, "invalid_json", "the body is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
@@ -46,6 +47,22 @@ def read_json() -> tuple[bytes, Any]:
             400, "invalid_json",
             f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
         ) from None  # fmt: skip
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "the body's JSON is nested too deeply") from None
+    except ValueError as exc:  # an integer of thousands of digits, for one
+        raise ApiError(400, "invalid_json", f"the body is not usable JSON: {exc}") from None
+    if _SURROGATE_ESCAPE.search(body):
+        try:  # a lone UTF-16 surrogate (\ud800) parses, but no text can hold it
+            json.dumps(raw, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(
+                400, "invalid_json", "the body holds a lone UTF-16 surrogate escape (\\ud800 to "
+                "\\udfff without its pair): it is not text",
+            ) from None  # fmt: skip
+    return body, raw
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def asset_reader(tenant: str) -> Callable[[str], bytes]:

@@ -232,6 +232,7 @@ def serve(
 
         def load(self) -> Any:
             # Runs in each worker after the fork: its own Redis and Celery connections.
+            _json_gunicorn_errors()
             return create_app(settings)
 
     try:
@@ -240,3 +241,27 @@ def serve(
         import shutil
 
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+_GUNICORN_CODES = {400: "bad_request", 403: "forbidden", 414: "uri_too_long",
+                   417: "expectation_failed", 431: "request_header_fields_too_large",
+                   500: "internal", 501: "not_implemented"}  # fmt: skip
+
+
+def _json_gunicorn_errors() -> None:
+    """gunicorn answers what never reaches the app (a request line over its limit, a malformed
+    header) with an HTML page; the contract says every non-2xx answer is the JSON error body.
+    gunicorn has no setting for that page, so its one writer is replaced in this process."""
+    import json
+
+    from gunicorn import util
+
+    def write_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+        code = _GUNICORN_CODES.get(status_int, "http_error")
+        message = f"{reason.lower()}: {mesg}" if mesg else reason.lower()
+        body = json.dumps({"error": {"code": code, "message": message, "details": []}}).encode()
+        head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")  # fmt: skip
+        util.write_nonblock(sock, head.encode("latin-1") + body)
+
+    util.write_error = write_error

@@ -12,7 +12,7 @@ import re
 import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -275,14 +275,35 @@ class S3Storage(Storage):
                     multipart_threshold=self.multipart_threshold,
                     multipart_chunksize=MULTIPART_CHUNK_BYTES,
                 )
-                self._client.upload_fileobj(
-                    io.BytesIO(data), self.bucket, key, ExtraArgs=extra, Config=transfer
-                )
+                # An upload cut short by an outage stays open on the server (its abort failed
+                # too): the next attempt for the key aborts it first, and a failure tries now.
+                self.abort_uploads(key)
+                try:
+                    self._client.upload_fileobj(
+                        io.BytesIO(data), self.bucket, key, ExtraArgs=extra, Config=transfer
+                    )
+                except Exception:
+                    with suppress(Exception):
+                        self.abort_uploads(key)
+                    raise
             else:
                 md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
                 self._client.put_object(
                     Bucket=self.bucket, Key=key, Body=data, ContentMD5=md5, **extra
                 )
+
+    def abort_uploads(self, key: str) -> int:
+        """Abort the unfinished multipart uploads of exactly `key`; how many there were."""
+        count = 0
+        pages = self._client.get_paginator("list_multipart_uploads")
+        for page in pages.paginate(Bucket=self.bucket, Prefix=key):
+            for upload in page.get("Uploads", []):
+                if upload["Key"] == key:
+                    self._client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=key, UploadId=upload["UploadId"]
+                    )
+                    count += 1
+        return count
 
     def get_bytes(self, key: str) -> bytes:
         with self._errors("get", key):
@@ -552,4 +573,6 @@ def make_storage(settings: Settings) -> Storage:
         settings.s3_bucket,
         settings.s3_prefix,
         settings.s3_public_endpoint_url,
+        connect_timeout=min(CONNECT_TIMEOUT_S, settings.s3_timeout_seconds),
+        read_timeout=settings.s3_timeout_seconds,
     )

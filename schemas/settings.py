@@ -131,6 +131,14 @@ class Settings(BaseSettings):
         description="Seconds a worker retries uploads to unreachable storage before the job "
         "fails with `storage_unavailable`.",
     )
+    s3_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds to wait for an S3 endpoint's answer (and, up to 5, for a "
+        "connection) per attempt, so that a storage server that stops answering frees the "
+        "worker: each request makes 3 attempts, and uploads retry for storage_retry_seconds.",
+    )
     public_url: str | None = Field(
         default=None,
         description="The API's address as clients reach it (e.g. https://farm.example.com); "

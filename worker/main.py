@@ -26,6 +26,11 @@ log = logging.getLogger(__name__)
 
 EXIT_MODEL_UNAVAILABLE = 3
 """Exit code of a worker whose model cannot load: its supervisor does not restart it."""
+EXIT_CONSUMER_STUCK = 4
+"""Exit code of a worker whose queue consumer stopped taking jobs: its supervisor restarts it."""
+STUCK_AFTER_MIN_S = 10.0
+"""Seconds, at least, that a worker may sit idle beside a non-empty queue before it counts as
+stuck (three heartbeat intervals when those are longer)."""
 WEBHOOK_THREADS = 8
 """Deliveries one webhook worker makes at once."""
 
@@ -49,6 +54,7 @@ def run_render_worker(
 ) -> int:  # fmt: skip
     """Load `model_name` once and render its queue until stopped; the process's exit code."""
     # torch and diffusers come in with the engine: imported here, not by the webhook worker.
+    from farm.broker import queue_depth
     from worker import metrics
     from worker.heartbeat import Heartbeat, reconcile
     from worker.render import (
@@ -58,7 +64,7 @@ def run_render_worker(
     )
     from worker.render.runtime import configure_torch
     from worker.retention import SWEEP_INTERVAL, SWEEP_LOCK, sweep
-    from worker.runner import Runner, holder_alive
+    from worker.runner import ConsumerWatch, Runner, holder_alive
 
     models = load_models(settings.models_file)
     if model_name not in models:
@@ -80,14 +86,28 @@ def run_render_worker(
             "loads": loading.LOAD_COUNT, "load_seconds": round(model.load_seconds, 3),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}  # fmt: skip
 
+    interval = settings.lease_seconds / 3
+    watch = ConsumerWatch(runner, lambda: queue_depth(records.redis, model_name),
+                          stuck_after=max(STUCK_AFTER_MIN_S, 3 * interval))  # fmt: skip
+
+    def each_beat() -> None:
+        runner.renew_lease()
+        if watch.check():
+            log.error("worker %s is idle while its queue holds jobs: its broker connection is "
+                      "lost for good (e.g. after a Redis restart); exiting to be restarted",
+                      node_name)  # fmt: skip
+            heartbeat.stop()
+            logging.shutdown()
+            os._exit(EXIT_CONSUMER_STUCK)
+
     def housekeeping() -> None:
         reconcile(records, app, max_attempts=settings.max_attempts, holder_alive=holder_alive)
         if records.redis.set(SWEEP_LOCK, node_name, nx=True, ex=SWEEP_INTERVAL):
             sweep(runner.storage, records.redis, retention_days=settings.retention_days)
 
     heartbeat = Heartbeat(
-        records=records, name=node_name, model=model_name, info=info, renew=runner.renew_lease,
-        reconcile_pass=housekeeping, interval=settings.lease_seconds / 3,
+        records=records, name=node_name, model=model_name, info=info, renew=each_beat,
+        reconcile_pass=housekeeping, interval=interval,
     )  # fmt: skip
     heartbeat.start()
     if metrics_port:

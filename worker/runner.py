@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 import torch
 from celery import Celery
 
@@ -22,11 +24,18 @@ from farm.storage import ObjectMissing, Storage, StorageError, StoredObject, ass
 from schemas import JobSpec, ModelEntry, Settings, SpecError, ValidationContext, parse_spec
 from worker import metrics
 from worker.preview import latent_preview
-from worker.render import LoadedModel, RenderCanceled, encode_image, load_inputs, render_job
+from worker.render import (
+    LoadedModel,
+    RenderCanceled,
+    RenderResult,
+    encode_image,
+    load_inputs,
+    render_job,
+)
 from worker.render.imageio import CONTENT_TYPES
 from worker.storage import find_result, store_result, with_retries
 
-__all__ = ["JobFailed", "Runner", "holder_alive"]
+__all__ = ["TEST_RENDER_STEP_MS_ENV", "ConsumerWatch", "JobFailed", "Runner", "holder_alive"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +45,9 @@ PREVIEW_EVERY = 2
 """Steps between two previews."""
 CANCEL_POLL = 0.25
 """Seconds between two reads of a job's cancel flag (the engine asks before every view)."""
+TEST_RENDER_STEP_MS_ENV = "RF_TEST_RENDER_STEP_MS"
+"""TEST ONLY. When this variable is set (milliseconds per step), workers do not run the engine
+but `_test_render`, which sleeps that long per step; see there. Never set it in a deployment."""
 
 
 class JobFailed(Exception):
@@ -83,7 +95,10 @@ class _Progress:
         progress: dict[str, Any] = {"step": step, "total": total, "eta_seconds": eta}
         if self.preview is not None:
             progress["preview"] = self.preview
-        self.records.set_progress(self.job_id, progress)
+        try:
+            self.records.set_progress(self.job_id, progress)
+        except redis.RedisError as exc:  # progress is best effort: the render goes on
+            log.warning("progress not recorded: %s", exc, extra={"job_id": self.job_id})
 
 
 class _CancelWatch:
@@ -104,7 +119,10 @@ class _CancelWatch:
             return True
         if now >= self.next_read:
             self.next_read = now + CANCEL_POLL
-            self.canceled = self.records.cancel_requested(self.job_id)
+            try:
+                self.canceled = self.records.cancel_requested(self.job_id)
+            except redis.RedisError:
+                pass  # Redis is down: keep rendering; the flag is read again when it is back
         return self.canceled
 
 
@@ -122,12 +140,21 @@ class Runner:
     def __post_init__(self) -> None:
         self.holder = f"{socket.gethostname()}:{os.getpid()}"
         self.current_job: str | None = None
+        self.last_activity = time.monotonic()
+        """When the last delivered job started or ended (the consumer watch reads it)."""
 
     # -- the task's one call -------------------------------------------------------------
 
     def run(self, job_id: str) -> str:
         """Run a delivered job; answers what happened (its final status, or why it was not
         run: busy, missing, or a status it already had)."""
+        self.last_activity = time.monotonic()
+        try:
+            return self._run(job_id)
+        finally:
+            self.last_activity = time.monotonic()
+
+    def _run(self, job_id: str) -> str:
         holder = self.records.lease_holder(job_id)
         take_over = holder if holder and not holder_alive(holder) else ""
         status = self.records.start(
@@ -205,10 +232,14 @@ class Runner:
         progress = _Progress(self.records, job_id, spec.steps or 0)
         watch = _CancelWatch(self.records, job_id, self.settings.job_time_limit)
         started = time.perf_counter()
+        test_step_ms = os.environ.get(TEST_RENDER_STEP_MS_ENV)
         try:
-            result = render_job(self.model, spec, inputs, on_step=progress.step,
-                                should_cancel=watch, on_latent=progress.latent,
-                                view_batch=self.settings.view_batch)  # fmt: skip
+            if test_step_ms:
+                result = _test_render(spec, float(test_step_ms), progress.step, watch)
+            else:
+                result = render_job(self.model, spec, inputs, on_step=progress.step,
+                                    should_cancel=watch, on_latent=progress.latent,
+                                    view_batch=self.settings.view_batch)  # fmt: skip
         except RenderCanceled:
             if watch.timed_out:
                 raise JobFailed("timeout", f"the render took longer than the farm's limit of "
@@ -289,6 +320,68 @@ class Runner:
             job_id, self.holder, self.settings.lease_seconds
         ):
             log.warning("lost the lease of the running job", extra={"job_id": job_id})
+
+
+class ConsumerWatch:
+    """Notices a worker whose Celery consumer has stopped taking jobs: idle, while its queue
+    has held messages for `stuck_after` seconds. kombu's Redis transport can lose its BRPOP
+    connection for good when Redis goes away while a task runs in the solo pool (the socket is
+    closed under the event loop, which then waits on nothing); the only sure cure is a new
+    process, so `check` answers True and the caller exits for its supervisor to restart it.
+    Jobs are safe meanwhile: they are queued, and any held one is re-queued by its lease."""
+
+    def __init__(self, runner: Runner, depth: Any, stuck_after: float) -> None:
+        self.runner, self.depth, self.stuck_after = runner, depth, stuck_after
+        self.waiting_since: float | None = None
+
+    def check(self) -> bool:
+        now = time.monotonic()
+        if self.runner.current_job is not None or self.depth() == 0:
+            self.waiting_since = None
+            return False
+        if self.waiting_since is None or self.waiting_since < self.runner.last_activity:
+            self.waiting_since = max(now, self.runner.last_activity)
+            return False
+        return now - self.waiting_since >= self.stuck_after
+
+
+TEST_CRASH, TEST_RAISE = "rf-test:crash", "rf-test:raise"
+"""TEST ONLY: background prompts that make `_test_render` kill its process, or raise."""
+
+
+def _test_render(
+    spec: JobSpec, step_ms: float, on_step: Any, should_cancel: _CancelWatch
+) -> RenderResult:
+    """TEST ONLY render hook, used instead of the engine when RF_TEST_RENDER_STEP_MS is set
+    (off by default; only the reliability tests and bench/load.py set it), so that fault and
+    load tests can run hundreds of jobs through real worker processes cheaply. It sleeps
+    `step_ms` per step, reports progress after each step and honours cancel (and the job time
+    limit) before each, like the engine; then it returns an image of the canvas size: noise on
+    the latent's grid, drawn from the seed (the same spec and seed give the same bytes). A
+    background prompt containing ``rf-test:crash`` kills the worker process with SIGKILL at the
+    first step (a poison job that crashes every worker it reaches); one containing
+    ``rf-test:raise`` raises (a bug in the engine)."""
+    import numpy as np
+    from PIL import Image
+
+    steps = spec.steps or 1
+    prompt = spec.background.prompt or ""
+    started = time.perf_counter()
+    for step in range(1, steps + 1):
+        if should_cancel():
+            raise RenderCanceled()
+        if TEST_CRASH in prompt:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if TEST_RAISE in prompt:
+            raise RuntimeError("test render hook: the engine failed")
+        time.sleep(step_ms / 1000)
+        on_step(step, steps)
+    seed = int(spec.seed or 0)
+    size = (max(1, spec.height // 8), max(1, spec.width // 8), 3)  # the latent's grid: small PNGs
+    pixels = np.random.default_rng(seed).integers(0, 256, size, np.uint8)
+    image = Image.fromarray(pixels, "RGB").resize((spec.width, spec.height), Image.NEAREST)
+    return RenderResult(image=image, seed=seed, warnings=[],
+                        timings={"render_seconds": time.perf_counter() - started})  # fmt: skip
 
 
 def _invalid(exc: SpecError) -> JobFailed:
