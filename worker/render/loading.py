@@ -81,7 +81,7 @@ def resolve_source(source: str, cache_dir: Path) -> tuple[str, bool]:
     if is_single_file(source):
         if path.is_file():
             return str(path), True
-        if source.count("/") >= 2 and not source.startswith((".", "/", "~")):
+        if hub_file_parts(source) is not None:
             return _hub_file(source), True
         raise ModelUnavailable(
             f"single-file weights {source} do not exist (or are not a file); fix the path "
@@ -94,17 +94,25 @@ def resolve_source(source: str, cache_dir: Path) -> tuple[str, bool]:
     return source, False
 
 
+def hub_file_parts(source: str) -> tuple[str, str] | None:
+    """(repo id, file) of a `<owner>/<repo>/<file>.safetensors` source, else None."""
+    if not is_single_file(source) or source.startswith((".", "/", "~")):
+        return None
+    parts = source.split("/", 2)
+    return (f"{parts[0]}/{parts[1]}", parts[2]) if len(parts) == 3 else None
+
+
 def _hub_file(source: str) -> str:
     """The local path of `<owner>/<repo>/<file>` from the hub (its cache when offline)."""
     from huggingface_hub import hf_hub_download
 
-    owner, repo, filename = source.split("/", 2)
+    repo, filename = hub_file_parts(source)
     try:
-        return hf_hub_download(f"{owner}/{repo}", filename)
+        return hf_hub_download(repo, filename)
     except Exception as exc:  # offline and not cached, no such repo or file, no network
         raise ModelUnavailable(
             f"{source}: neither a local file nor a file that can be fetched from the hub "
-            f"(repo {owner}/{repo}, file {filename}): {exc}"
+            f"(repo {repo}, file {filename}): {exc}"
         ) from exc
 
 
@@ -282,9 +290,8 @@ def weights_available(entry: ModelEntry, cache_dir: Path) -> bool:
         try:
             from huggingface_hub import hf_hub_download, snapshot_download
 
-            if is_single_file(source) and source.count("/") >= 2:
-                owner, repo, filename = source.split("/", 2)
-                hf_hub_download(f"{owner}/{repo}", filename, local_files_only=True)
+            if (hub_file := hub_file_parts(source)) is not None:
+                hf_hub_download(*hub_file, local_files_only=True)
             else:
                 snapshot_download(source, local_files_only=True)
         except Exception:  # noqa: BLE001 -- any failure means "not available offline"

@@ -191,8 +191,9 @@ def _run_pairs(unet, i, pairs: list[_ViewPairs], inputs: SamplerInputs, acc, bat
             len(xs),
         )
         sched = inputs.schedule
-        x0_all = sched.denoise(i, xs.float(), out.float())
-        eps_all = sched.noise_of(i, xs.float(), x0_all) if sched.sampler == "euler" else None
+        xs32 = xs.float()
+        x0_all = sched.denoise(i, xs32, out.float())
+        eps_all = sched.noise_of(i, xs32, x0_all) if sched.sampler == "euler" else None
         start = 0
         for p in chunk:
             x0 = x0_all[start : start + len(p.active)]
@@ -251,19 +252,19 @@ def _predict(unet, xs: torch.Tensor, i: int, active: list[int], crops, inputs: S
     t = torch.tensor(inputs.schedule.timesteps[i], device=xs.device)
     dtype = unet.dtype
     cond = inputs.cond[active]
-    pairs = [cond] if inputs.uncond is None else [inputs.uncond[active], cond]
-    embeds = Embeds.cat(pairs)
+    guided = inputs.uncond is not None
+    embeds = Embeds.cat([inputs.uncond[active], cond]) if guided else cond
+    passes = 2 if guided else 1
     extra = {}
     if embeds.pooled is not None:
-        ids = time_ids(inputs.canvas, crops).repeat(len(pairs), 1)
+        ids = time_ids(inputs.canvas, crops).repeat(passes, 1)
         extra["added_cond_kwargs"] = {
             "text_embeds": embeds.pooled,
             "time_ids": ids.to(xs.device, embeds.pooled.dtype),
         }
-    out = unet(
-        torch.cat([xs] * len(pairs)).to(dtype), t, encoder_hidden_states=embeds.hidden, **extra
-    ).sample
-    if inputs.uncond is None:
+    sample = torch.cat([xs, xs]) if guided else xs
+    out = unet(sample.to(dtype), t, encoder_hidden_states=embeds.hidden, **extra).sample
+    if not guided:
         return out
     uncond_out, cond_out = out.chunk(2)
     guided = uncond_out + inputs.guidance_scale * (cond_out - uncond_out)
