@@ -24,9 +24,14 @@ __all__ = ["create_app"]
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, *, storage: Storage | None = None) -> Flask:
+def create_app(
+    settings: Settings | None = None, *, storage: Storage | None = None, strict_keys: bool = True
+) -> Flask:
     """Build the API. `settings` None reads ``REGIONFARM_*`` from the environment (gunicorn's
-    ``api.app:create_app()``); tests pass their own."""
+    ``api.app:create_app()``); tests pass their own. A keys file that cannot be loaded is an
+    error, unless `strict_keys` is False: then the app admits nobody and /readyz says why (the
+    processes that `regionfarm api` forks, after it checked the file: one restarted while
+    the file is broken keeps answering, and gunicorn does not stop the whole server)."""
     settings = settings if settings is not None else Settings()
     if not settings.redis_url:
         raise ValueError(
@@ -37,9 +42,14 @@ def create_app(settings: Settings | None = None, *, storage: Storage | None = No
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     app.json.sort_keys = False  # keep the contract's field order in answers
     client = connect(settings.redis_url)
-    keys = KeyRing.from_settings(settings.api_keys_file, settings.api_keys)
-    if not keys.enabled:
+    keys = KeyRing.from_settings(settings.api_keys_file, settings.api_keys, strict=strict_keys)
+    if not keys.configured:
         log.warning("no API keys configured: auth is off and every caller is tenant 'local'")
+    elif not keys.tenants() and keys.problem is None:  # a problem is logged by the ring
+        log.warning(
+            "the API keys list no tenant: every /v1 request is refused (401) until "
+            "`regionfarm keys add TENANT`"
+        )
     storage = storage if storage is not None else make_storage(settings)
     try:
         storage.ensure_bucket()

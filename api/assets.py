@@ -12,6 +12,7 @@ from api.state import state
 from farm.storage import asset_key
 from schemas import SpecError, decode_image_bytes, sniff_format
 from schemas.defaults import ASSET_TTL
+from schemas.identifiers import asset_id
 from schemas.images import ASSET_FORMATS
 
 __all__ = ["bp"]
@@ -66,7 +67,7 @@ def upload() -> Response:
     pipe.hset(f"rf:asset:{who}:{sha}", mapping=meta)
     pipe.expire(f"rf:asset:{who}:{sha}", ASSET_TTL)
     pipe.execute()
-    body = {"id": f"asset:{sha}", "width": image.width, "height": image.height, "sha256": sha,
+    body = {"id": asset_id(sha), "width": image.width, "height": image.height, "sha256": sha,
             "format": ext, "bytes": len(data)}  # fmt: skip
     response = jsonify(body)
     response.status_code = 201

@@ -6,11 +6,10 @@ from flask import Flask, g, request
 
 from api.errors import ApiError
 from api.state import state
+from farm.local_tenant import LOCAL_TENANT
 
 __all__ = ["LOCAL_TENANT", "PUBLIC_PATHS", "install_auth", "tenant"]
 
-LOCAL_TENANT = "local"
-"""Every caller's tenant when no keys are configured (auth off)."""
 PUBLIC_PATHS = frozenset({"/v1/openapi.json"})
 """Paths under /v1 that need no key; everything outside /v1 needs none either."""
 
@@ -22,8 +21,9 @@ def tenant() -> str:
 
 def _authenticate() -> str:
     keys = state().keys
-    keys.refresh()  # `regionfarm keys add` takes effect without a restart
-    if not keys.enabled:
+    # Decided once, at start: a keys file that loses its last tenant admits nobody, it never
+    # switches auth off.
+    if not keys.configured:
         return LOCAL_TENANT
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
@@ -32,7 +32,7 @@ def _authenticate() -> str:
             401, "unauthorized", "missing API key: send the header 'Authorization: Bearer <key>'",
             headers={"WWW-Authenticate": 'Bearer realm="regionfarm"'},
         )  # fmt: skip
-    found = keys.lookup(token.strip())
+    found = keys.lookup(token.strip())  # re-reads a changed keys file: no restart needed
     if found is None:
         raise ApiError(
             401, "unauthorized", "unknown API key: check it, or make one with "

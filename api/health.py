@@ -1,4 +1,5 @@
-"""Liveness and readiness: ``/healthz`` (the process is up), ``/readyz`` (broker and storage)."""
+"""Liveness and readiness: ``/healthz`` (the process is up), ``/readyz`` (broker, storage and,
+when auth is on, the API keys file)."""
 
 from __future__ import annotations
 
@@ -36,13 +37,26 @@ def readyz() -> Response:
         checks["storage"] = "ok"
     except StorageError as exc:
         checks["storage"] = f"down: {exc}"
+    labels = {"broker": "broker down", "storage": "storage down"}
+    if st.keys.configured:
+        problem = st.keys.problem
+        checks["keys"] = "ok"
+        if problem is not None:
+            # Only the kind of problem: the full message (in the log) can name tenants.
+            checks["keys"] = (
+                f"{problem.reason}: the API keys file cannot be used, so the keys loaded before "
+                "stay in use; the API log says what is wrong"
+            )
+            labels["keys"] = f"API keys file {problem.reason}"
     down = sorted(name for name, value in checks.items() if value != "ok")
     if not down:
         return jsonify({"status": "ok", "checks": checks})
-    log.warning("not ready: %s", checks)
+    if set(down) - {"keys"}:  # the key ring logs its own problem, once
+        log.warning("not ready: %s", checks)
     details = [{"loc": [name], "msg": checks[name]} for name in down]
-    body = {"error": {"code": "not_ready", "message": f"{' and '.join(down)} down",
-                      "details": details}, "status": "unavailable", "checks": checks}  # fmt: skip
+    message = " and ".join(labels[name] for name in down)
+    body = {"error": {"code": "not_ready", "message": message, "details": details},
+            "status": "unavailable", "checks": checks}  # fmt: skip
     response = jsonify(body)
     response.status_code = 503
     return response

@@ -1,5 +1,6 @@
-"""Idempotency-Key (IETF httpapi draft): the same key and body within 24 hours give the first
-answer and queue nothing, also when two requests race; another body under the key is a 422."""
+"""Idempotency-Key (IETF httpapi draft): the first answer (status and body) is stored with the
+key for 24 hours and replayed exactly, also when two requests race and after its jobs were
+purged; queues nothing more; another body under the key is a 422."""
 
 from __future__ import annotations
 
@@ -10,16 +11,22 @@ import uuid
 from dataclasses import dataclass
 
 import redis
+from flask import Response
 
 from api.errors import ApiError
 from schemas.defaults import IDEMPOTENCY_TTL
+from schemas.identifiers import IDEMPOTENCY_KEY_RULE, MAX_IDEMPOTENCY_KEY_CHARS, is_idempotency_key
 
-__all__ = ["MAX_KEY_CHARS", "Claim", "claim"]
+__all__ = ["MAX_KEY_CHARS", "REPLAYED_HEADER", "Claim", "claim"]
 
-MAX_KEY_CHARS = 255
+MAX_KEY_CHARS = MAX_IDEMPOTENCY_KEY_CHARS
 WAIT_SECONDS = 30.0
 """How long a second request waits for the first one with its key to finish."""
 POLL_SECONDS = 0.02
+REPLAYED_HEADER = "Idempotent-Replayed"
+"""Set to ``true`` on an answer that is the stored first answer, given again."""
+STORED_HEADERS = ("Content-Type", "Location")
+"""The headers of the first answer that are stored and replayed with its status and body."""
 
 # Deletes the claim only if it is still ours and still pending (a compare-and-delete).
 _RELEASE = """
@@ -39,21 +46,38 @@ class Claim:
     token: str
     replay: dict | None = None
 
-    def complete(self, status: int, job_ids: list[str]) -> None:
-        value = {"hash": self.body_hash, "state": "done", "status": status, "ids": job_ids}
+    def complete(self, response: Response) -> None:
+        """Store `response`, the first answer, exactly as sent, for the key's lifetime."""
+        headers = {h: response.headers[h] for h in STORED_HEADERS if h in response.headers}
+        value = {
+            "hash": self.body_hash,
+            "state": "done",
+            "status": response.status_code,
+            "headers": headers,
+            "body": response.get_data(as_text=True),
+        }
         self.client.set(self.key, json.dumps(value), keepttl=True)
 
     def release(self) -> None:
         """Give the key up after an answer that is not stored (an error): a retry runs anew."""
         self.client.eval(_RELEASE, 1, self.key, self.token)
 
+    def replayed(self) -> Response:
+        """The stored first answer: its status, body and headers, marked as a replay. It never
+        looks at the jobs, which may have changed or been purged since."""
+        assert self.replay is not None
+        stored = self.replay
+        response = Response(stored["body"], status=stored["status"], headers=stored["headers"])
+        response.headers[REPLAYED_HEADER] = "true"
+        return response
+
 
 def claim(client: redis.Redis, tenant: str, route: str, key: str, body: bytes) -> Claim:
     """Claim `key` for this request, or wait for the request that holds it and replay it."""
-    if not key or len(key) > MAX_KEY_CHARS or not key.isprintable():
+    if not is_idempotency_key(key):
         raise ApiError(
-            400, "invalid_idempotency_key",
-            f"Idempotency-Key must be 1 to {MAX_KEY_CHARS} printable characters",
+            400, "invalid_idempotency_key", f"Idempotency-Key must be {IDEMPOTENCY_KEY_RULE}",
+            [{"loc": ["headers", "Idempotency-Key"], "msg": f"must be {IDEMPOTENCY_KEY_RULE}"}],
         )  # fmt: skip
     digest = hashlib.sha256(key.encode()).hexdigest()
     redis_key = f"rf:idem:{tenant}:{route}:{digest}"

@@ -8,13 +8,14 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, redirect, request, send_file, url_for
 
-from api import events
+from api import events, streams
 from api.auth import tenant
 from api.errors import ApiError
-from api.idempotency import claim
+from api.idempotency import REPLAYED_HEADER, claim
 from api.metrics import SUBMIT_SECONDS
 from api.state import state
 from api.submit import enqueue, prepare_batch, prepare_one, read_json
+from api.urls import job_result_url
 from farm.dispatch import send_webhook
 from farm.ids import is_job_id
 from farm.records import to_public
@@ -39,7 +40,7 @@ def _not_found(job_id: str) -> ApiError:
 
 
 def _public(record: dict[str, str]) -> dict[str, Any]:
-    return to_public(record, result_url=url_for("jobs.result", job_id=record["id"], _external=True))
+    return to_public(record, result_url=job_result_url(record["id"]))
 
 
 def _record(job_id: str) -> dict[str, str]:
@@ -56,10 +57,11 @@ def _submit(route: str, build) -> Response:
     key = request.headers.get("Idempotency-Key")
     held = claim(state().redis, who, route, key, body) if key is not None else None
     if held is not None and held.replay is not None:
-        records = [r for r in state().records.get_many(held.replay["ids"]) if r is not None]
-        response = build(records)
-        response.headers["Idempotent-Replayed"] = "true"
-        return response
+        # The first answer as it was sent, not rebuilt from today's records: those may have
+        # moved on, or been purged.
+        if "body" in held.replay:
+            return held.replayed()
+        return _replay_legacy(held.replay["ids"], build)
     try:
         prepared = prepare_one(raw, who) if route == "job" else prepare_batch(raw, who)
         records = enqueue(who, prepared if isinstance(prepared, list) else [prepared])
@@ -67,10 +69,27 @@ def _submit(route: str, build) -> Response:
         if held is not None:
             held.release()
         raise
+    response = build(records)
     if held is not None:
-        held.complete(202, [r["id"] for r in records])
+        held.complete(response)
     SUBMIT_SECONDS.labels(route=route).observe(time.perf_counter() - started)
-    return build(records)
+    return response
+
+
+def _replay_legacy(job_ids: list[str], build) -> Response:
+    """A key stored before first answers were kept (its job ids only): the answer is rebuilt
+    from the records while they all exist; once one is purged there is nothing to rebuild."""
+    records = state().records.get_many(job_ids)
+    if any(r is None for r in records):
+        raise ApiError(
+            409,
+            "idempotency_answer_gone",
+            "the jobs this Idempotency-Key made were purged and its first answer was not kept: "
+            "use a new key for a new request",
+        )
+    response = build(records)
+    response.headers[REPLAYED_HEADER] = "true"
+    return response
 
 
 @bp.post("")
@@ -203,4 +222,4 @@ def result(job_id: str) -> Response:
 @bp.get("/<job_id>/events")
 def job_events(job_id: str) -> Response:
     _record(job_id)  # 404 for an unknown or foreign job, before the stream starts
-    return events.stream(job_id, tenant())
+    return streams.hold(tenant(), events.stream(job_id, tenant()))  # 429 over the cap

@@ -14,6 +14,7 @@ from pydantic.json_schema import models_json_schema
 
 from api import openapi_examples as ex
 from schemas import JobSpec
+from schemas.identifiers import IDEMPOTENCY_KEY_PATTERN, MAX_IDEMPOTENCY_KEY_CHARS, field_pattern
 from schemas.job import (
     AssetInfo,
     BatchAnswer,
@@ -80,17 +81,34 @@ _JOB_ID = ("job_id", "path", "A job id (job_...).", {"type": "string"})
 _IDEM = (
     "Idempotency-Key",
     "header",
-    "Same key and body within 24 hours: the first answer, nothing queued again.",
-    {"type": "string", "maxLength": 255},
+    (
+        "Same key and body within 24 hours: the first answer (its status and body, as sent) "
+        "is replayed with `Idempotent-Replayed: true`, also after its jobs were purged; nothing "
+        "is queued again. The same key with another body is a 422 `idempotency_key_reused`."
+    ),
+    {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_IDEMPOTENCY_KEY_CHARS,
+        "pattern": field_pattern(IDEMPOTENCY_KEY_PATTERN),
+    },
+)
+
+_LAST_EVENT_ID = (
+    "Last-Event-ID",
+    "header",
+    "The `id:` of the last event the client got: the stream goes on after it.",
+    {"type": "string"},
 )
 
 OPERATIONS: tuple[Op, ...] = (
     Op("post", "/v1/jobs", "Validate and enqueue one job", "jobs",
-       {202: Resp("Queued.", Job, ex.JOB_QUEUED, headers=("Location",))},
+       {202: Resp("Queued.", Job, ex.JOB_QUEUED, headers=("Location", "Idempotent-Replayed"))},
        request=JobSpec, request_example=ex.SPEC, params=(_IDEM,),
        errors=(400, 413, 415, 422, 429, 503)),
     Op("post", "/v1/jobs/batch", "Validate several jobs, then enqueue them all", "jobs",
-       {202: Resp("Queued, in the given order.", BatchAnswer, {"jobs": [ex.JOB_QUEUED]})},
+       {202: Resp("Queued, in the given order.", BatchAnswer, {"jobs": [ex.JOB_QUEUED]},
+                  headers=("Idempotent-Replayed",))},
        request=BatchRequest, request_example={"job": ex.SPEC, "seeds": [1, 2, 3]},
        params=(_IDEM,), errors=(400, 413, 415, 422, 429, 503)),
     Op("get", "/v1/jobs", "The tenant's jobs, newest first", "jobs",
@@ -116,9 +134,16 @@ OPERATIONS: tuple[Op, ...] = (
        params=(_JOB_ID,), errors=(404, 409)),
     Op("get", "/v1/jobs/{job_id}/events", "Server-Sent Events of one job", "jobs",
        {200: Resp("`progress` and `status` events, then `job` with the final job object; a job "
-                  "that already ended gives `job` at once.", media="text/event-stream",
-                  example=ex.EVENTS)},
-       params=(_JOB_ID,), errors=(404,)),
+                  "that already ended gives `job` at once. Every event has an `id:` and the "
+                  "stream starts with `retry:` (ms); a client reconnecting with `Last-Event-ID` "
+                  "first gets every event after that id, in order, then the live ones. Idle "
+                  "streams get a `: keep-alive` comment.", media="text/event-stream",
+                  example=ex.EVENTS),
+        429: Resp("The tenant already holds REGIONFARM_MAX_STREAMS_PER_TENANT open streams; "
+                  "retry after one ends.", ErrorBody,
+                  _err("too_many_streams", "100 event streams are already open"),
+                  headers=("Retry-After",))},
+       params=(_JOB_ID, _LAST_EVENT_ID), errors=(404,)),
     Op("post", "/v1/assets", "Upload an image for use as asset:<id>", "assets",
        {201: Resp("Stored.", AssetInfo, ex.ASSET)},
        request_media=("image/png", "image/webp", "image/jpeg", "multipart/form-data"),
@@ -129,8 +154,9 @@ OPERATIONS: tuple[Op, ...] = (
        {200: Resp("The farm now.", FarmStatus, ex.STATUS)}),
     Op("get", "/healthz", "The process is up", "health",
        {200: Resp("Up.", Status, {"status": "ok", "checks": {}})}, public=True),
-    Op("get", "/readyz", "Broker and storage answer", "health",
-       {200: Resp("Ready.", Status, {"status": "ok", "checks": {"broker": "ok", "storage": "ok"}}),
+    Op("get", "/readyz", "Broker, storage and (with auth) the API keys file", "health",
+       {200: Resp("Ready.", Status, {"status": "ok", "checks": {"broker": "ok", "storage": "ok",
+                                                                 "keys": "ok"}}),
         503: Resp("Not ready: names what is down.", None, ex.NOT_READY)}, public=True),
     Op("get", "/metrics", "Prometheus metrics", "health",
        {200: Resp("Text exposition format.", media="text/plain")}, public=True),

@@ -108,9 +108,11 @@ NOT_READY = {
 }
 
 EVENTS = (
-    'event: status\ndata: {"status":"running"}\n\n'
-    'event: progress\ndata: {"step":3,"total":5,"eta_seconds":1.2}\n\n'
-    'event: job\ndata: {"id":"job_01JDX3Q7S9V5T0ZQ4W8N2C6B1A","status":"succeeded",...}\n\n'
+    "retry: 1000\n\n"
+    'id: 1733221930412-0\nevent: status\ndata: {"status":"running"}\n\n'
+    'id: 1733221931020-0\nevent: progress\ndata: {"step":3,"total":5,"eta_seconds":1.2}\n\n'
+    'id: 1733221932311-0\nevent: job\ndata: {"id":"job_01JDX3Q7S9V5T0ZQ4W8N2C6B1A",'
+    '"status":"succeeded",...}\n\n'
 )
 
 STATUS = {

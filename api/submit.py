@@ -20,6 +20,7 @@ from farm.storage import ObjectMissing, asset_key
 from schemas import SpecError, ValidationContext, normalize_spec, parse_spec
 from schemas.defaults import ASSET_TTL
 from schemas.errors import Loc, details_from_validation_error
+from schemas.identifiers import is_sha256
 from schemas.job import BatchRequest
 
 __all__ = ["Prepared", "asset_reader", "enqueue", "prepare_batch", "prepare_one", "read_json"]
@@ -71,7 +72,7 @@ def asset_reader(tenant: str) -> Callable[[str], bytes]:
 
     def read(asset_id: str) -> bytes:
         meta_key = f"rf:asset:{tenant}:{asset_id}"
-        meta = st.redis.hgetall(meta_key) if len(asset_id) == 64 else {}
+        meta = st.redis.hgetall(meta_key) if is_sha256(asset_id) else {}
         if not meta:
             raise KeyError(asset_id)
         st.redis.expire(meta_key, ASSET_TTL)  # a use keeps the asset another 24 hours

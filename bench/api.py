@@ -11,6 +11,7 @@ import multiprocessing as mp
 import os
 import platform
 import resource
+import selectors
 import shutil
 import signal
 import socket
@@ -42,6 +43,9 @@ KEEPALIVE_S = 5
 LATE_S = 0.001
 """An open-loop request sent more than this after its scheduled time counts as late."""
 SERVERS = ("api", "floor")
+STREAMS_PER_JOB = 100
+"""Event streams per watched job in the streams run (the jobs stay queued: no worker runs)."""
+STREAMS_OPEN_TIMEOUT_S = 60.0
 
 
 # --- the floor: one Redis LPUSH per request, served exactly like the API -------------------------
@@ -156,8 +160,8 @@ def open_loop(
     primed: list[int] = []
 
     def worker() -> None:
-        # One request per connection first: until a new connection's first request arrives,
-        # a gthread worker holds one of its threads waiting for it.
+        # One request per connection first: the measured part starts on connections that the
+        # server has accepted and answered once.
         prime, conn = _post(target, None)
         primed.append(prime)
         connected.wait()
@@ -396,6 +400,135 @@ def _percentile(ordered: list[float], q: float) -> float:
     return ordered[rank - 1] * 1000
 
 
+# --- event streams held open during the load ----------------------------------------------------
+
+
+class Streams:
+    """`count` open `GET /v1/jobs/<id>/events` streams on raw sockets: `open` asks for them all
+    and waits for every answer's head; `watch` then reads whatever they send (heartbeats) on
+    one thread and counts the streams that end before `close`."""
+
+    def __init__(self, port: int, job_ids: list[str], count: int) -> None:
+        self.port = port
+        self.paths = [f"{API_PATH}/{job_ids[i % len(job_ids)]}/events" for i in range(count)]
+        self.selector = selectors.DefaultSelector()
+        self.socks: list[socket.socket] = []
+        self.statuses: Counter[int] = Counter()
+        """Status of each stream's answer; 0: none (the connection failed or timed out)."""
+        self.ended = 0
+        self.stopping = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def open(self) -> float:
+        """Seconds it took until every stream had its answer's head (or gave up)."""
+        started = time.perf_counter()
+        heads: dict[socket.socket, bytearray] = {}
+        for path in self.paths:
+            request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+            request += "Accept: text/event-stream\r\n\r\n"
+            try:
+                sock = socket.create_connection(("127.0.0.1", self.port), timeout=HTTP_TIMEOUT_S)
+                sock.sendall(request.encode())
+            except OSError:
+                self.statuses[0] += 1
+                continue
+            sock.setblocking(False)
+            self.socks.append(sock)
+            heads[sock] = bytearray()
+            self.selector.register(sock, selectors.EVENT_READ)
+        deadline = time.monotonic() + STREAMS_OPEN_TIMEOUT_S
+        while heads and time.monotonic() < deadline:
+            for key, _ in self.selector.select(timeout=0.5):
+                sock = key.fileobj
+                data = _recv(sock)
+                if sock not in heads or data is None:
+                    continue  # a heartbeat of a stream that has answered already, or nothing
+                if not data:
+                    self.statuses[0] += 1
+                    del heads[sock]
+                    self._drop(sock)
+                    continue
+                head = heads[sock]
+                head += data
+                if b"\r\n\r\n" in head:
+                    status = int(head.split(b" ", 2)[1])
+                    self.statuses[status] += 1
+                    del heads[sock]
+                    if status != 200:
+                        self._drop(sock)
+        if heads:
+            self.statuses[0] += len(heads)  # no answer in time
+        return time.perf_counter() - started
+
+    def watch(self) -> None:
+        def run() -> None:
+            while not self.stopping.is_set():
+                for key, _ in self.selector.select(timeout=0.2):
+                    if _recv(key.fileobj) == b"":
+                        self.ended += 1
+                        self._drop(key.fileobj)
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def _drop(self, sock: Any) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(sock)
+        sock.close()
+
+    def close(self) -> None:
+        self.stopping.set()
+        if self.thread is not None:
+            self.thread.join(5)
+        for sock in self.socks:
+            sock.close()
+        self.selector.close()
+
+
+def _streams_child(port: int, job_ids: list[str], count: int, conn: Any) -> None:
+    """The streams' own process (so that reading them takes no GIL from the load generator):
+    open them, report, hold them until the parent says so, report how many ended."""
+    held = Streams(port, job_ids, count)
+    try:
+        took = held.open()
+        conn.send((dict(held.statuses), took))
+        held.watch()
+        conn.recv()
+        conn.send(held.ended)
+    except (KeyboardInterrupt, EOFError):
+        pass
+    finally:
+        held.close()
+
+
+def _recv(sock: Any) -> bytes | None:
+    """What a non-blocking socket has: b"" once its peer closed it (or it failed), None when
+    nothing came after all."""
+    try:
+        return sock.recv(65536)
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""
+
+
+def submit_ids(target: Target, count: int) -> list[str]:
+    """Ids of `count` jobs submitted one by one (to watch: no worker runs them)."""
+    conn = target.connect()
+    try:
+        ids = []
+        for _ in range(count):
+            conn.request("POST", target.path, body=target.body, headers=_HEADERS)
+            response = conn.getresponse()
+            answer = response.read()
+            if response.status != 202:
+                raise BenchError(f"a job to watch answered {response.status}: {answer[:300]!r}")
+            ids.append(json.loads(answer)["id"])
+        return ids
+    finally:
+        conn.close()
+
+
 # --- processes: Redis and the two servers --------------------------------------------------------
 
 
@@ -482,6 +615,7 @@ def _server_env(redis_url: str, data_dir: Path) -> dict[str, str]:
         REGIONFARM_DATA_DIR=str(data_dir),
         REGIONFARM_DEFAULT_MODEL=MODEL,
         REGIONFARM_MAX_QUEUED_JOBS="10000000",
+        REGIONFARM_MAX_STREAMS_PER_TENANT="10000000",  # every stream is the one tenant's
         BENCH_REDIS_URL=redis_url,
     )
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
@@ -496,16 +630,17 @@ def _regionfarm_argv() -> list[str]:
 
 
 def start_server(
-    which: str, port: int, workers: int, threads: int, redis_url: str, workdir: Path
+    which: str, port: int, workers: int, connections: int, redis_url: str, workdir: Path
 ) -> Proc:
     env = _server_env(redis_url, workdir / "data")
     if which == "api":
         argv = [*_regionfarm_argv(), "api", "--host", "127.0.0.1", "--port", str(port),
-                "--workers", str(workers), "--threads", str(threads)]  # fmt: skip
+                "--workers", str(workers), "--connections", str(connections)]  # fmt: skip
     else:
         argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
-                "--workers", str(workers), "--worker-class", "gthread",
-                "--threads", str(threads), "--keep-alive", str(KEEPALIVE_S), "--timeout", "60",
+                "--workers", str(workers), "--worker-class", "gevent",
+                "--worker-connections", str(connections), "--keep-alive", str(KEEPALIVE_S),
+                "--timeout", "60",
                 "--graceful-timeout", "10", "--no-control-socket", "--chdir", str(ROOT),
                 "bench.api:floor_app()"]  # fmt: skip
     return Proc(which, argv, workdir / f"{which}.log", env=env, cwd=ROOT)
@@ -604,7 +739,8 @@ class Config:
     rate: float
     clients: int
     workers: int
-    threads: int
+    connections: int
+    streams: int
     open_threads: int
     client_procs: int
     warmup: float
@@ -644,8 +780,9 @@ def run_server(
 ) -> dict[str, Any]:  # fmt: skip
     flush(redis_url)
     port = _free_port()
-    _progress(f"{which}: starting ({cfg.workers} workers x {cfg.threads} threads) on :{port}")
-    server = start_server(which, port, cfg.workers, cfg.threads, redis_url, workdir)
+    _progress(f"{which}: starting ({cfg.workers} workers x {cfg.connections} connections) on "
+              f":{port}")  # fmt: skip
+    server = start_server(which, port, cfg.workers, cfg.connections, redis_url, workdir)
     stop = stack.callback(server.stop)
     try:
         wait_ready(server, port)
@@ -658,6 +795,9 @@ def run_server(
         _progress(f"{which}: open loop {cfg.rate:g} req/s for {cfg.warmup:g} + {cfg.duration:g} s")
         meter = Meter(server, redis_proc)
         opened = open_loop(target, cfg.rate, cfg.duration, cfg.open_threads, cfg.warmup, meter)
+        streamed = None
+        if which == "api" and cfg.streams:
+            streamed = streams_run(target, cfg, meter, stack)
         _progress(
             f"{which}: closed loop {cfg.clients} clients for {cfg.warmup:g} + {cfg.duration:g} s"
         )
@@ -665,7 +805,11 @@ def run_server(
             target, cfg.clients, cfg.duration, cfg.warmup, cfg.client_procs, meter, stack
         )
         accepted = 1  # the probe
-        for mode in (opened, closed, opened["warmup"], closed["warmup"]):
+        modes = [opened, closed, opened["warmup"], closed["warmup"]]
+        if streamed is not None:
+            accepted += streamed["watched_jobs"]
+            modes += [streamed["open"], streamed["open"]["warmup"]]
+        for mode in modes:
             accepted += int(mode["status_counts"].get("202", 0))
         counts = redis_counts(redis_url, which)
         if not server.alive():
@@ -675,11 +819,50 @@ def run_server(
     return {
         "open": opened,
         "closed": closed,
+        **({} if streamed is None else {"streams": streamed}),
         "correctness": {
             "answers_202": accepted,
             **counts,
             "match": all(v == accepted for v in counts.values()),
         },
+    }
+
+
+def streams_run(
+    target: Target, cfg: Config, meter: Meter, stack: contextlib.ExitStack
+) -> dict[str, Any]:
+    """The open loop again, with `cfg.streams` event streams held open on queued jobs."""
+    watched = submit_ids(target, math.ceil(cfg.streams / STREAMS_PER_JOB))
+    _progress(f"api: opening {cfg.streams} event streams on {len(watched)} queued jobs")
+    ctx = mp.get_context("spawn")
+    conn, child_conn = ctx.Pipe()
+    args = (target.port, watched, cfg.streams, child_conn)
+    child = ctx.Process(target=_streams_child, args=args, daemon=True)
+    child.start()
+    stack.callback(_end_child, child)
+    if not conn.poll(STREAMS_OPEN_TIMEOUT_S + READY_TIMEOUT_S):
+        raise BenchError("the process holding the event streams did not report")
+    answers, took = conn.recv()
+    statuses = Counter(answers)
+    answered = statuses[200]
+    if answered < cfg.streams:
+        _progress(f"api: only {answered} of {cfg.streams} streams opened: {answers}")
+    _progress(f"api: open loop {cfg.rate:g} req/s for {cfg.warmup:g} + {cfg.duration:g} s with "
+              f"{answered} streams open")  # fmt: skip
+    result = open_loop(target, cfg.rate, cfg.duration, cfg.open_threads, cfg.warmup, meter)
+    conn.send("done")
+    if not conn.poll(READY_TIMEOUT_S):
+        raise BenchError("the process holding the event streams did not report")
+    ended = conn.recv()
+    child.join(STOP_TIMEOUT_S)
+    return {
+        "open": result,
+        "streams": cfg.streams,
+        "watched_jobs": len(watched),
+        "answered": {str(k): v for k, v in sorted(statuses.items())},
+        "open_s": took,
+        "ended_early": ended,
+        "errors": result["errors"] + (cfg.streams - answered) + ended,
     }
 
 
@@ -704,6 +887,7 @@ def machine_facts() -> dict[str, Any]:
         "platform": platform.platform(),
         "redis": next((w[2:] for w in version if w.startswith("v=")), "?"),
         "gunicorn": gunicorn,
+        "open_files": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
         "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
 
@@ -730,14 +914,19 @@ def closed_ratio(results: dict[str, Any]) -> float | None:
 
 
 def goals(results: dict[str, Any]) -> dict[str, bool | None]:
-    """The issue's three goals, for the API; None where this run cannot tell."""
+    """The issues' goals, for the API; None where this run cannot tell."""
     api, ratio = results.get("api"), closed_ratio(results)
+    streams = (api or {}).get("streams")
     return {
         "zero_errors": None
         if api is None
         else api["open"]["errors"] + api["closed"]["errors"] == 0,
         "open_p99_under_50ms": None if api is None else api["open"]["p99_ms"] < GOAL_P99_MS,
         "closed_half_of_floor": None if ratio is None else ratio >= GOAL_RATIO,
+        "streams_zero_errors": None if streams is None else streams["errors"] == 0,
+        "streams_open_p99_under_50ms": None
+        if streams is None
+        else streams["open"]["p99_ms"] < GOAL_P99_MS,
     }
 
 
@@ -777,8 +966,24 @@ def print_report(cfg: Config, results: dict[str, Any]) -> None:
     print(f"api/floor closed-loop throughput: {'n/a' if ratio is None else f'{ratio:.2f}'}")
     print("(late: open-loop sends more than 1 ms behind schedule; gen: the busiest load process's "
           "CPU, % of one core)")  # fmt: skip
+    streams = (results.get("api") or {}).get("streams")
+    if streams is not None:
+        print()
+        print(f"== open loop with {streams['streams']} event streams open: the same load, "
+              f"while another process holds the streams (on {streams['watched_jobs']} queued "
+              "jobs) ==")  # fmt: skip
+        print(f"{'server':<7}{'streams':>8}{'open':>6}{'ended':>6}{'sent':>7}{'errors':>7}"
+              f"{'rate/s':>8}{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>8}{'max ms':>8}{'late':>6}  "
+              f"{CPU_HEAD}")  # fmt: skip
+        o = streams["open"]
+        print(f"{'api':<7}{streams['streams']:>8}{streams['answered'].get('200', 0):>6}"
+              f"{streams['ended_early']:>6}{o['sent']:>7}{o['errors']:>7}"
+              f"{o['achieved_rate']:>8.1f}{o['p50_ms']:>8.2f}{o['p90_ms']:>8.2f}"
+              f"{o['p99_ms']:>8.2f}{o['max_ms']:>8.1f}{o['late']:>6}  {_cpu_cells(o)}")  # fmt: skip
+        print(f"(open: streams answered 200, in {streams['open_s']:.1f} s; ended: streams that "
+              "ended before the load did; errors: submits not answered 202)")  # fmt: skip
     print()
-    print("== correctness: Redis against the 202 answers (probe + warm-ups + both modes) ==")
+    print("== correctness: Redis against the 202 answers (probe + warm-ups + every mode) ==")
     for which, res in results.items():
         c = dict(res["correctness"])
         match, answers = c.pop("match"), c.pop("answers_202")
@@ -790,12 +995,21 @@ def print_report(cfg: Config, results: dict[str, Any]) -> None:
     errs = f"{api['open']['errors'] + api['closed']['errors']} errors" if api else "no api run"
     p99 = f"{api['open']['p99_ms']:.1f} ms" if api else "no api run"
     rtext = "no floor run" if ratio is None else f"api/floor {ratio:.2f}"
-    print("== goals (the api) ==")
-    for label, key, why in (
+    rows = [
         ("zero errors", "zero_errors", errs),
         (f"open-loop p99 < {GOAL_P99_MS:g} ms", "open_p99_under_50ms", p99),
         (f"closed-loop req/s >= {GOAL_RATIO:g} x floor", "closed_half_of_floor", rtext),
-    ):
+    ]
+    if streams is not None:
+        n = streams["streams"]
+        rows += [
+            (f"{n} streams: zero errors", "streams_zero_errors",
+             f"{streams['errors']} errors: submits, unopened or ended streams"),
+            (f"{n} streams: open-loop p99 < {GOAL_P99_MS:g} ms", "streams_open_p99_under_50ms",
+             f"{streams['open']['p99_ms']:.1f} ms"),
+        ]  # fmt: skip
+    print("== goals (the api) ==")
+    for label, key, why in rows:
         print(f"  {label:<36}{verdict(g[key]):<6}({why})")
 
 
@@ -809,7 +1023,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=200.0, help="open-loop req/s (default 200)")
     p.add_argument("--clients", type=int, default=64, help="closed-loop clients (default 64)")
     p.add_argument("--workers", type=int, default=2, help="gunicorn processes (default 2)")
-    p.add_argument("--threads", type=int, default=16, help="threads per process (default 16)")
+    p.add_argument("--connections", type=int, default=1000,
+                   help="connections per server process (gevent; default 1000)")  # fmt: skip
     p.add_argument("--open-threads", type=int, default=64,
                    help="open-loop connections, one thread each (default 64; at low rates "
                    "capped to about one per request per second so that none idles past the "
@@ -818,12 +1033,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="processes the closed-loop clients are split over (default 1: on the "
                    "2-core machine it was measured on, one process stayed well below a core, "
                    "and a second only took CPU from the servers)")  # fmt: skip
+    p.add_argument("--streams", type=int, default=1000,
+                   help="event streams held open during a second open loop on the api (default "
+                   "1000; 0: no such run)")  # fmt: skip
     p.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds (default 1)")
     p.add_argument("--only", choices=SERVERS, help="run one server only")
     p.add_argument("--json", type=Path, help="also write the results here as JSON")
     args = p.parse_args(argv)
     if args.duration <= 0 or args.rate <= 0 or args.clients < 1 or args.workers < 1:
         p.error("--duration and --rate must be positive, --clients and --workers at least 1")
+    if args.streams < 0 or args.connections < 1:
+        p.error("--streams must be 0 or more, --connections at least 1")
     return args
 
 
@@ -834,22 +1054,32 @@ def main(argv: list[str] | None = None) -> int:
         rate=args.rate,
         clients=args.clients,
         workers=args.workers,
-        threads=args.threads,
+        connections=args.connections,
+        streams=args.streams,
         open_threads=max(1, min(args.open_threads, max(4, math.ceil(args.rate)))),
         client_procs=max(1, min(args.client_procs, args.clients)),
         warmup=args.warmup,
     )
+    from cli.api_cmd import OPEN_FILES_SPARE, allow_open_files
+
+    # This process holds every stream's socket, and redis-server (started from here) one
+    # connection per stream for the API: raise the soft open-files limit for both.
+    needed = 2 * cfg.streams + cfg.open_threads + cfg.clients + OPEN_FILES_SPARE
+    if allow_open_files(needed) < needed:
+        print(f"bench: the open-files limit (`ulimit -Hn`) is below the {needed} that "
+              f"--streams {cfg.streams} needs: some streams will fail",
+              file=sys.stderr)  # fmt: skip
     facts = machine_facts()
     print(f"regionfarm submit benchmark: POST {API_PATH} (3 regions, {WIDTH}x{HEIGHT}, inline "
           "PNG masks) vs a bare Flask route doing one Redis LPUSH of the same body")  # fmt: skip
     print(f"machine: {facts['cpu_count']} CPUs ({facts['cpus_usable']} usable), "
           f"Python {facts['python']}, {facts['platform']}, redis-server {facts['redis']}, "
-          f"gunicorn {facts['gunicorn']}, load average at start "
+          f"gunicorn {facts['gunicorn']}, open files {facts['open_files']}, load average at start "
           f"{'/'.join(f'{x:.2f}' for x in facts['loadavg'] or [])}")  # fmt: skip
-    print(f"servers: gunicorn gthread, {cfg.workers} workers x {cfg.threads} threads, one at a "
-          f"time, Redis flushed between; load generator (http.client, outside the servers): "
-          f"this process for the open loop, {_procs(cfg.client_procs)} for the closed loop; "
-          f"{cfg.warmup:g} s warm-up before each mode, not counted")  # fmt: skip
+    print(f"servers: gunicorn gevent, {cfg.workers} workers x {cfg.connections} connections, "
+          f"one at a time, Redis flushed between; load generator (http.client, outside the "
+          f"servers): this process for the open loop, {_procs(cfg.client_procs)} for the closed "
+          f"loop; {cfg.warmup:g} s warm-up before each mode, not counted")  # fmt: skip
     body = json.dumps(job_spec(), separators=(",", ":")).encode()
     print(f"request body: {len(body)} bytes, the same on every request", flush=True)
 

@@ -236,8 +236,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rf-load-")))
         redis_url, redis_proc = start_redis(workdir, stack)
         port = free_port()
-        _progress(f"API: gunicorn {args.api_workers} x {args.api_threads} threads on :{port}")
-        server = start_server("api", port, args.api_workers, args.api_threads, redis_url, workdir)
+        api_size = (args.api_workers, args.api_connections)
+        _progress(f"API: gunicorn {api_size[0]} x {api_size[1]} connections on :{port}")
+        server = start_server("api", port, *api_size, redis_url, workdir)
         stack.callback(server.stop)
         workers = start_workers(args.workers, redis_url, workdir, args)
         for proc in workers:
@@ -299,7 +300,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def print_report(args: argparse.Namespace, r: dict[str, Any]) -> None:
     cap, load, acc = r["capacity"], r["load"], r["accounting"]
     print(f"farm load benchmark: POST /v1/jobs ({len(json.dumps(job_spec()))} B spec), API "
-          f"gunicorn {args.api_workers}x{args.api_threads}, {args.workers} workers "
+          f"gunicorn {args.api_workers}x{args.api_connections}, {args.workers} workers "
           f"(test render hook, {args.steps} steps x {args.step_ms:g} ms)")  # fmt: skip
     m = r["machine"]
     print(f"machine: {m['cpu_count']} CPUs, Python {m['python']}, redis {m['redis']}")
@@ -348,7 +349,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=5, help="steps per job (default 5)")
     p.add_argument("--step-ms", type=float, default=0.0, help="render sleep per step (default 0)")
     p.add_argument("--api-workers", type=int, default=2, help="gunicorn processes (default 2)")
-    p.add_argument("--api-threads", type=int, default=16, help="threads per process (16)")
+    p.add_argument("--api-connections", type=int, default=1000,
+                   help="connections per process (1000)")  # fmt: skip
     p.add_argument("--drain-timeout", type=float, default=900.0,
                    help="seconds to wait for the queue to drain (default 900)")  # fmt: skip
     p.add_argument("--model-cache", type=Path, help="REGIONFARM_MODEL_CACHE of the workers")

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import ipaddress
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,24 +20,28 @@ from pydantic import ValidationError
 
 from farm.embedded import EmbeddedRedis, EmbeddedRedisError
 from farm.keys import KeyRing, KeysFileError
+from farm.local_tenant import WebhookSecretError, ensure_webhook_secret, webhook_secret_path
 from farm.logs import configure_logging
 from schemas import ModelsFileError, Settings
 
-__all__ = ["add_parsers", "is_loopback", "serve"]
+__all__ = ["add_parsers", "allow_open_files", "is_loopback", "public_url", "serve"]
 
 EXIT_ERROR, EXIT_BAD_INPUT = 1, 2
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
 DEFAULT_KEYS_FILE = "api-keys.json"
 """The keys file `regionfarm up` reads from its data dir when REGIONFARM_API_KEYS_FILE is unset."""
-DEFAULT_WORKERS, DEFAULT_THREADS = 2, 16
-"""gunicorn processes, and threads in each (an open events stream holds one thread)."""
+DEFAULT_WORKERS, DEFAULT_CONNECTIONS = 2, 1000
+"""gunicorn processes (gevent workers), and the connections each serves at once: an open events
+stream is one connection, and costs no thread (docs/api-streams.md)."""
 
 
 def add_parsers(sub: Any) -> None:
     api = sub.add_parser("api", help="the REST API alone (gunicorn; Flask's server with --dev)")
     _common(api)
     api.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="gunicorn processes")
-    api.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="threads per process")
+    api.add_argument("--connections", type=_positive, default=DEFAULT_CONNECTIONS,
+                     help=f"open connections per process, event streams included (default "
+                     f"{DEFAULT_CONNECTIONS})")  # fmt: skip
     api.add_argument("--dev", action="store_true", help="Flask's development server instead")
     api.set_defaults(handler=run_api)
 
@@ -55,7 +62,9 @@ def add_parsers(sub: Any) -> None:
     )
     up.add_argument("--device", help="device of those workers (default: CUDA when present)")
     up.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="API processes")
-    up.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="threads per process")
+    up.add_argument("--connections", type=_positive, default=DEFAULT_CONNECTIONS,
+                    help=f"open connections per API process, event streams included (default "
+                    f"{DEFAULT_CONNECTIONS})")  # fmt: skip
     up.set_defaults(handler=run_up, dev=False)
 
 
@@ -67,6 +76,16 @@ def _common(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="allow a non-loopback address with auth off (no API keys configured)",
     )
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return value
 
 
 def is_loopback(host: str) -> bool:
@@ -100,7 +119,7 @@ def _check_bind(settings: Settings, host: str, insecure: bool) -> int | None:
         keys = KeyRing.from_settings(settings.api_keys_file, settings.api_keys)
     except KeysFileError as exc:
         return _fail(str(exc), EXIT_BAD_INPUT)
-    if not keys.enabled and not is_loopback(host) and not insecure:
+    if not keys.configured and not is_loopback(host) and not insecure:
         return _fail(
             f"--host {host} is not a loopback address and no API keys are configured, so "
             "anyone who reaches it could submit jobs: make a key with `regionfarm keys add "
@@ -130,7 +149,34 @@ def run_up(args: argparse.Namespace) -> int:
     if refused is not None:
         return refused
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if not settings.public_url:
+        settings = settings.model_copy(update={"public_url": public_url(args.host, args.port)})
+    print(
+        f"regionfarm: result URLs (webhooks, job.json) point at {settings.public_url}; set "
+        "REGIONFARM_PUBLIC_URL if receivers reach the API by another address",
+        file=sys.stderr,
+    )
+    if settings.api_keys_file is None and settings.api_keys is None:
+        try:
+            secret, _ = ensure_webhook_secret(settings.data_dir)
+        except WebhookSecretError as exc:
+            return _fail(str(exc), EXIT_ERROR)
+        print(
+            f"regionfarm: webhooks of tenant 'local' are signed with {secret} (kept in "
+            f"{webhook_secret_path(settings.data_dir)}; `regionfarm keys webhook-secret` "
+            "prints it)",
+            file=sys.stderr,
+        )
     return _with_redis(settings, args)
+
+
+def public_url(host: str, port: int) -> str:
+    """The API's address for result URLs, from the address it binds: that address itself, or
+    this machine's name for a wildcard bind (0.0.0.0, ::)."""
+    name = host.strip("[]")
+    if name in ("", "0.0.0.0", "::"):
+        name = socket.gethostname()
+    return f"http://[{name}]:{port}" if ":" in name else f"http://{name}:{port}"
 
 
 def _start_workers(settings: Settings, args: argparse.Namespace) -> list[subprocess.Popen]:
@@ -139,7 +185,8 @@ def _start_workers(settings: Settings, args: argparse.Namespace) -> list[subproc
         return []
     models = args.model or [settings.default_model]
     env = {**os.environ, "REGIONFARM_REDIS_URL": settings.redis_url or "",
-           "REGIONFARM_DATA_DIR": str(settings.data_dir.resolve())}  # fmt: skip
+           "REGIONFARM_DATA_DIR": str(settings.data_dir.resolve()),
+           "REGIONFARM_PUBLIC_URL": settings.public_url or ""}  # fmt: skip
     if settings.api_keys_file is not None:
         env["REGIONFARM_API_KEYS_FILE"] = str(settings.api_keys_file.resolve())
     command = [sys.executable, "-m", "cli.main", "worker"]
@@ -167,6 +214,13 @@ def _stop_workers(procs: list[subprocess.Popen]) -> None:
 
 def _with_redis(settings: Settings, args: argparse.Namespace) -> int:
     """Serve, with the embedded Redis under the data dir when no REGIONFARM_REDIS_URL is set."""
+    # Raised before the embedded Redis starts, so that it inherits the limit too.
+    needed = 2 * args.connections + OPEN_FILES_SPARE
+    if allow_open_files(needed) < needed:
+        print(f"regionfarm: the open-files limit (`ulimit -Hn`) is below the {needed} that "
+              f"--connections {args.connections} needs: raise it (LimitNOFILE= in systemd, "
+              "--ulimit nofile= in Docker) or pass a lower --connections",
+              file=sys.stderr)  # fmt: skip
     with contextlib.ExitStack() as stack:
         if not settings.redis_url:
             embedded = EmbeddedRedis(settings.data_dir)
@@ -183,15 +237,15 @@ def _with_redis(settings: Settings, args: argparse.Namespace) -> int:
         workers = _start_workers(settings, args)
         stack.callback(_stop_workers, workers)
         try:
-            serve(settings, args.host, args.port, workers=args.workers, threads=args.threads,
-                  dev=args.dev)  # fmt: skip
+            serve(settings, args.host, args.port, workers=args.workers,
+                  connections=args.connections, dev=args.dev)  # fmt: skip
         except (ModelsFileError, KeysFileError, ValueError) as exc:
             return _fail(str(exc), EXIT_BAD_INPUT)
     return 0
 
 
 def serve(
-    settings: Settings, host: str, port: int, *, workers: int, threads: int, dev: bool
+    settings: Settings, host: str, port: int, *, workers: int, connections: int, dev: bool
 ) -> None:
     """Run the API until interrupted: gunicorn, or Flask's development server with `dev`."""
     if dev:
@@ -204,8 +258,6 @@ def serve(
     metrics_dir = tempfile.mkdtemp(prefix="regionfarm-metrics-")
     # prometheus_client reads this in every gunicorn worker: their counters are merged.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    # Imported only now: prometheus_client picks multiprocess values when a metric is made.
-    from api.app import create_app
 
     def child_exit(_server: Any, worker: Any) -> None:
         from prometheus_client import multiprocess
@@ -217,8 +269,10 @@ def serve(
             options = {
                 "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
                 "workers": workers,
-                "worker_class": "gthread",
-                "threads": threads,
+                # One event loop per process: a request waiting on Redis, or an open event
+                # stream, is a greenlet, not a thread (docs/api-streams.md).
+                "worker_class": "gevent",
+                "worker_connections": connections,
                 "timeout": 60,
                 "graceful_timeout": 10,
                 "keepalive": 5,
@@ -231,16 +285,55 @@ def serve(
                 self.cfg.set(key, value)
 
         def load(self) -> Any:
-            # Runs in each worker after the fork: its own Redis and Celery connections.
-            _json_gunicorn_errors()
-            return create_app(settings)
+            # Runs in each worker after the fork, once gevent has patched the standard library:
+            # the app (boto3, urllib3, Celery, prometheus_client, which picks multiprocess
+            # values when a metric is made) is imported only now, and makes its own Redis and
+            # Celery connections.
+            from api.app import create_app
 
+            _json_gunicorn_errors()
+            # The keys file was checked before the fork (_check_bind): a worker restarted while
+            # it is broken admits nobody rather than failing to boot, which stops gunicorn.
+            app = create_app(settings, strict_keys=False)
+            # What the app holds from its start (modules, pydantic's schemas, the app itself)
+            # leaves the collector's sight: with a thousand streams open, a full collection
+            # that walked it all stopped the process's loop for about 100 ms, 30 ms without.
+            gc.freeze()
+            return app
+
+    # gevent patches the standard library in each worker, after the fork, and warns that this
+    # process imported ssl before (redis-py does). The warning names the modules that kept an
+    # unpatched name from ssl: when that is redis.asyncio alone, which the API never uses, it
+    # is harmless and silenced; any other module still warns.
+    warnings.filterwarnings("ignore", message=_SSL_BEFORE_GEVENT)
     try:
         Gunicorn().run()
     finally:
         import shutil
 
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+_SSL_BEFORE_GEVENT = (
+    r"Monkey-patching ssl after ssl has already been imported.* Modules that had direct imports "
+    r"\(NOT patched\): \['redis\.asyncio\.connection \([^)']*\)'\]\.\s*\Z"
+)
+OPEN_FILES_SPARE = 256
+"""File descriptors per API process beyond two per connection (a client socket and, for an event
+stream, its Redis connection): logs, the metrics files, pooled connections."""
+
+
+def allow_open_files(needed: int) -> int:
+    """Raise this process's soft limit on open files (its children inherit it) to `needed`,
+    within the hard limit; the limit now in force."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return needed
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return target
 
 
 _GUNICORN_CODES = {400: "bad_request", 403: "forbidden", 414: "uri_too_long",

@@ -11,7 +11,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ __all__ = [
     "DEFAULT_URL",
     "ApiClient",
     "ApiError",
+    "SseCursor",
     "iter_sse",
 ]
 
@@ -26,6 +28,10 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 USER_AGENT = "regionfarm-cli/0.1"
 _REDIRECTS = (301, 302, 303, 307, 308)
 _CHUNK = 1 << 16
+STREAM_RETRIES = 5
+"""Reconnects in a row to a job's events stream before `follow` gives up (with backoff)."""
+_STREAM_RETRY_STATUSES = (0, 429, 502, 503, 504)
+"""Answers that another try may fix: no answer, over the stream cap, a proxy or farm down."""
 
 
 class ApiError(Exception):
@@ -76,17 +82,29 @@ def _decode_data(text: str) -> Any:
         return text
 
 
-def iter_sse(lines: Iterable[bytes]) -> Iterator[tuple[str, Any]]:
+@dataclass
+class SseCursor:
+    """Where a client is in an event stream, for a reconnect: the last event id it got whole
+    (sent back as ``Last-Event-ID``) and the stream's ``retry:`` (milliseconds), if any."""
+
+    last_event_id: str | None = None
+    retry_ms: int | None = None
+
+
+def iter_sse(lines: Iterable[bytes], cursor: SseCursor | None = None) -> Iterator[tuple[str, Any]]:
     """(event name, data) for each Server-Sent Event in a stream of lines.
 
     ``event:`` names the event (default ``message``), ``data:`` lines are joined with
-    ``"\\n"``, a blank line ends the event, ``:`` lines are comments (keep-alives); ``id:``
-    and ``retry:`` are ignored. Data that is JSON is returned parsed, other data as text.
-    An event cut off by the end of the stream is dropped, as the SSE standard says."""
-    event, data = "", []
+    ``"\\n"``, a blank line ends the event, ``:`` lines are comments (keep-alives). Data that
+    is JSON is returned parsed, other data as text. ``id:`` and ``retry:`` go into `cursor`
+    (the id once its event has ended). An event cut off by the end of the stream is dropped,
+    and its id not kept, as the SSE standard says."""
+    event, data, event_id = "", [], cursor.last_event_id if cursor else None
     for raw in lines:
         line = raw.decode("utf-8", "replace").rstrip("\r\n")
         if not line:
+            if cursor is not None:
+                cursor.last_event_id = event_id
             if data:
                 yield event or "message", _decode_data("\n".join(data))
             event, data = "", []
@@ -99,6 +117,10 @@ def iter_sse(lines: Iterable[bytes]) -> Iterator[tuple[str, Any]]:
             event = value
         elif field == "data":
             data.append(value)
+        elif field == "id" and "\0" not in value:
+            event_id = value
+        elif field == "retry" and value.isascii() and value.isdigit() and cursor is not None:
+            cursor.retry_ms = int(value)
 
 
 class ApiClient:
@@ -166,24 +188,73 @@ class ApiClient:
         job, _ = self._request_json("DELETE", self.job_url(job_id))
         return job
 
-    def events(self, job_id: str, timeout: float | None = None) -> Iterator[tuple[str, Any]]:
+    def events(
+        self, job_id: str, timeout: float | None = None, *, cursor: SseCursor | None = None
+    ) -> Iterator[tuple[str, Any]]:
         """GET /v1/jobs/<id>/events: (event name, data) pairs until the farm closes the stream
         (``progress``, ``status``, and last ``job`` with the final job object).
 
-        The request is made at the first ``next()``; an HTTP error raises ApiError then. A
-        broken stream or no bytes for `timeout` seconds (keep-alives count) raises ApiError
-        with status 0."""
-        request = self._request(
-            "GET",
-            self.job_url(job_id) + "/events",
-            headers={"Accept": "text/event-stream", "Cache-Control": "no-cache"},
-        )
+        With `cursor`, its last event id is sent as ``Last-Event-ID`` (the farm then sends the
+        events after it) and the stream's ids and ``retry:`` are kept in it. The request is
+        made at the first ``next()``; an HTTP error raises ApiError then. A broken stream or
+        no bytes for `timeout` seconds (keep-alives count) raises ApiError with status 0."""
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+        if cursor is not None and cursor.last_event_id is not None:
+            headers["Last-Event-ID"] = cursor.last_event_id
+        request = self._request("GET", self.job_url(job_id) + "/events", headers=headers)
         response = self._open(request, timeout or self.timeout)
         with response:
             try:
-                yield from iter_sse(response)
+                yield from iter_sse(response, cursor)
             except (OSError, http.client.HTTPException) as exc:
                 raise self._unreachable(request.full_url, exc, during="reading events") from None
+
+    def follow(
+        self,
+        job_id: str,
+        *,
+        retries: int = STREAM_RETRIES,
+        on_retry: Callable[[ApiError, float], None] | None = None,
+    ) -> Iterator[tuple[str, Any]]:
+        """The events of `job_id` up to the final ``job``, across dropped connections.
+
+        A stream that breaks, or ends before the ``job`` event, is opened again with
+        ``Last-Event-ID``, so every event comes once and none is missed. Up to `retries`
+        reconnects in a row (a stream that gets further, by event id, starts the count again;
+        one without ids never does), each after a pause of the stream's ``retry:`` (else
+        `backoff`) doubled each time, at most 30 s; `on_retry(error, pause)` is told of each.
+        Then, or at once for an answer that retrying cannot change (401, 404, ...), the
+        ApiError is raised: the caller may poll the job instead."""
+        cursor = SseCursor()
+        failures = 0
+        while True:
+            resumed_from = cursor.last_event_id
+            try:
+                for name, data in self.events(job_id, cursor=cursor):
+                    if cursor.last_event_id != resumed_from:
+                        failures = 0  # it got further: count the reconnects from here
+                    yield name, data
+                    if name == "job":
+                        return
+                error = ApiError(
+                    0,
+                    "stream_ended",
+                    f"the events stream of {job_id} ended before the job did",
+                    url=self.job_url(job_id) + "/events",
+                )
+            except ApiError as exc:
+                if exc.status not in _STREAM_RETRY_STATUSES:
+                    raise
+                error = exc
+            if failures >= retries:
+                raise error
+            base = cursor.retry_ms / 1000 if cursor.retry_ms is not None else self.backoff
+            pause = base * 2**failures if error.retry_after is None else error.retry_after
+            pause = min(max(pause, 0.0), 30.0)
+            failures += 1
+            if on_retry is not None:
+                on_retry(error, pause)
+            time.sleep(pause)
 
     def download_result(
         self, job_id: str, path: str | os.PathLike[str], *, sha256: str | None = None

@@ -1,4 +1,5 @@
-"""`regionfarm keys add TENANT` and `regionfarm keys list`: manage the API keys file."""
+"""`regionfarm keys add TENANT`, `keys list` and `keys webhook-secret`: the API keys file, and
+the webhook secrets that receivers verify signatures with."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ from pydantic import ValidationError
 
 from cli.api_cmd import DEFAULT_KEYS_FILE
 from farm.keys import KeysFileError, add_key, check_tenant_name, load_keys
+from farm.local_tenant import (
+    LOCAL_TENANT,
+    WebhookSecretError,
+    ensure_webhook_secret,
+    webhook_secret_path,
+)
 from schemas import Settings
+from schemas.identifiers import TENANT_PATTERN
 
 EXIT_ERROR, EXIT_BAD_INPUT = 1, 2
 DEFAULT_FILE_NAME = DEFAULT_KEYS_FILE
@@ -31,13 +39,40 @@ def add_parsers(sub) -> None:
         "sha256 (and a webhook secret) into the keys file. A tenant has one key: a new key "
         "replaces the old one, which stops working.",
     )
-    add.add_argument("tenant", metavar="TENANT", help="tenant name: [a-z0-9][a-z0-9_-]{0,63}")
+    add.add_argument("tenant", metavar="TENANT", help=f"tenant name: {TENANT_PATTERN}")
     add.add_argument("--file", type=Path, metavar="PATH", help=file_help)
     add.set_defaults(handler=run_add)
 
     ls = keys_sub.add_parser("list", help="print the tenants in the keys file")
     ls.add_argument("--file", type=Path, metavar="PATH", help=file_help)
     ls.set_defaults(handler=run_list)
+
+    hook = keys_sub.add_parser(
+        "webhook-secret",
+        help="print the secret that signs a tenant's webhooks (default: the local farm's)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=f"""Print the webhook secret that signs TENANT's webhooks, from the keys file.
+
+With no TENANT (or {LOCAL_TENANT!r} when the keys file has no such tenant): the secret of
+the local farm, where auth is off and every caller is tenant {LOCAL_TENANT!r}. It is kept in
+<data dir>/webhook-secret (mode 0600), made there if missing; `regionfarm up` prints it at
+start.
+
+Every webhook carries the header
+  Regionfarm-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">
+keyed by this secret: receivers compute the same HMAC and compare.""",
+    )
+    hook.add_argument(
+        "tenant", metavar="TENANT", nargs="?", help="a tenant of the keys file (default: local)"
+    )
+    hook.add_argument("--file", type=Path, metavar="PATH", help=file_help)
+    hook.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help="the local farm's data dir (default REGIONFARM_DATA_DIR or ./.regionfarm)",
+    )
+    hook.set_defaults(handler=run_webhook_secret)
 
 
 def fail(message: str, code: int) -> int:
@@ -124,4 +159,48 @@ def run_list(args: argparse.Namespace) -> int:
         print(name)
     if not tenants:
         print(f"regionfarm: {path} has no tenants yet", file=sys.stderr)
+    return 0
+
+
+def run_webhook_secret(args: argparse.Namespace) -> int:
+    tenant = args.tenant
+    if tenant is not None:
+        try:
+            check_tenant_name(tenant)
+        except ValueError as exc:
+            return fail(f"TENANT: {exc}", EXIT_BAD_INPUT)
+    try:
+        resolve_keys_file(args.file)  # refuses an invalid REGIONFARM_* environment
+    except ValueError as exc:
+        return fail(str(exc), EXIT_BAD_INPUT)
+    settings = Settings()
+    data_dir = args.data_dir or settings.data_dir
+    # The file that `regionfarm up --data-dir DIR` reads, as for `keys add`.
+    path = args.file or settings.api_keys_file or data_dir / DEFAULT_FILE_NAME
+    if tenant is not None and (args.file is not None or path.exists()):
+        try:
+            tenants = load_keys(path)
+        except KeysFileError as exc:
+            return fail(str(exc), EXIT_BAD_INPUT)
+        found = next((t for t in tenants.values() if t.name == tenant), None)
+        if found is not None:
+            print(found.webhook_secret)
+            return 0
+    if tenant not in (None, LOCAL_TENANT):
+        return fail(
+            f"TENANT: {path} has no tenant {tenant!r}: add it with `regionfarm keys add "
+            f"{tenant}`, or pass --file with the farm's keys file",
+            EXIT_BAD_INPUT,
+        )
+    try:
+        secret, made = ensure_webhook_secret(data_dir)
+    except WebhookSecretError as exc:
+        return fail(str(exc), EXIT_ERROR)
+    # The secret alone on stdout, so that `SECRET=$(regionfarm keys webhook-secret)` takes it.
+    print(secret, flush=True)
+    print(
+        f"regionfarm: the webhook secret of tenant {LOCAL_TENANT!r} (a farm without API keys), "
+        f"{'made just now and ' if made else ''}kept in {webhook_secret_path(data_dir)}",
+        file=sys.stderr,
+    )
     return 0

@@ -12,7 +12,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Self
 
-from .client import DEFAULT_URL, ApiClient, ApiError
+from .client import DEFAULT_URL, STREAM_RETRIES, ApiClient, ApiError
 from .render_cmd import SUFFIX_FORMATS
 
 EXIT_ERROR, EXIT_BAD_INPUT = 1, 2
@@ -27,7 +27,9 @@ def add_parsers(sub) -> None:
         "submit",
         help="send a job spec to the farm; optionally wait with a progress bar and download",
         description="Submit SPEC.json to the farm's REST API and print the job id. With --wait "
-        "(or -o), follow the job with a progress bar and download the image when it succeeds.",
+        "(or -o), follow the job with a progress bar and download the image when it succeeds; "
+        "a dropped events stream is resumed where it broke (Last-Event-ID), and the job polled "
+        f"after {STREAM_RETRIES} failed reconnects.",
     )
     p.add_argument("spec", type=Path, metavar="SPEC.json", help="job spec (see examples/)")
     p.add_argument("--url", help=f"the farm's API; default: REGIONFARM_API_URL, else {DEFAULT_URL}")
@@ -143,14 +145,19 @@ def run_submit(args: argparse.Namespace) -> int:
 def wait_for_job(client: ApiClient, job: dict[str, Any], *, quiet: bool = False) -> dict[str, Any]:
     """Follow `job` to its end with a progress bar on stderr; returns the final job object.
 
-    The events stream is followed first; when it breaks (or ends without the final job), the
-    job is polled with GET every POLL_INTERVAL seconds instead. Raises ApiError."""
+    The events stream is followed first; a dropped connection is resumed where it broke
+    (Last-Event-ID), a few times with backoff; when that fails too, the job is polled with GET
+    every POLL_INTERVAL seconds instead. Raises ApiError."""
     job_id = str(job["id"])
     with _Bar(job, quiet) as bar:
         if job.get("status") in TERMINAL:
             return job
+
+        def resuming(exc: ApiError, pause: float) -> None:
+            bar.note(f"the events stream stopped ({exc}); resuming it in {pause:.1f} s")
+
         try:
-            for name, data in client.events(job_id):
+            for name, data in client.follow(job_id, on_retry=resuming):
                 if not isinstance(data, dict):
                     continue
                 if name == "progress":

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
 from datetime import UTC, datetime
 
+from schemas.identifiers import JOB_ID_RE, is_job_id
+
 __all__ = ["JOB_ID_RE", "is_job_id", "new_job_id", "now_rfc3339"]
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
-JOB_ID_RE = re.compile(r"^job_[0-9A-HJKMNP-TV-Z]{26}$")
+# The pattern of a job id (and `is_job_id`) is defined once, in schemas.identifiers.
 
 _lock = threading.Lock()
 _last = (0, 0)  # (milliseconds, randomness) of the last id this process made
@@ -39,10 +40,6 @@ def new_job_id() -> str:
             rand = int.from_bytes(os.urandom(10), "big")
         _last = (ms, rand)
     return "job_" + _encode(ms, 10) + _encode(rand, 16)
-
-
-def is_job_id(text: str) -> bool:
-    return isinstance(text, str) and JOB_ID_RE.fullmatch(text) is not None
 
 
 def now_rfc3339() -> str:

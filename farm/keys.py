@@ -8,7 +8,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import secrets
 import tempfile
 import threading
@@ -17,6 +16,8 @@ import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from schemas.identifiers import TENANT_RE, check_tenant_name, is_sha256
 
 __all__ = [
     "KEY_PREFIX",
@@ -29,14 +30,13 @@ __all__ = [
     "check_tenant_name",
     "hash_key",
     "load_keys",
+    "new_webhook_secret",
 ]
 
 log = logging.getLogger(__name__)
 
-# Tenant names become parts of storage keys (`<prefix>/<tenant>/<job id>/...`), so they are
-# restricted to characters that are safe in a key and in a TOML bare key.
-TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+# Tenant names (TENANT_RE, check_tenant_name) are defined once, in schemas.identifiers: they
+# become parts of storage keys and TOML bare keys.
 KEY_PREFIX = "rf_"
 WEBHOOK_SECRET_PREFIX = "whsec_"
 _FIELDS = ("key_sha256", "webhook_secret")
@@ -52,7 +52,13 @@ class Tenant:
 
 
 class KeysFileError(Exception):
-    """The keys file is missing or malformed; the message names the file and the problem."""
+    """The keys file is missing or malformed; the message names the file and the problem.
+    `reason` is ``missing``, ``unreadable`` or ``invalid``: what /readyz may say in public
+    (the message can name tenants)."""
+
+    def __init__(self, message: str, *, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def hash_key(key: str) -> str:
@@ -60,19 +66,11 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def check_tenant_name(name: str) -> None:
-    """Raise ValueError when `name` cannot be a tenant name."""
-    if not isinstance(name, str) or not TENANT_RE.match(name):
-        raise ValueError(
-            f"tenant name {name!r} is not allowed: use 1 to 64 lowercase letters, digits, "
-            "'_' or '-', starting with a letter or digit (it becomes part of storage keys)"
-        )
-
-
 def load_keys(path: str | os.PathLike[str]) -> dict[str, Tenant]:
     """The tenants of the keys file at `path`, keyed by key_sha256 (the API's per-request
     lookup: sha256(bearer token) -> Tenant). JSON, or TOML when the suffix is ``.toml``.
 
+    An empty file (or one of whitespace only, as `touch` or `: >` leave it) has no tenants.
     Raises KeysFileError for a missing or unreadable file, bad JSON/TOML, a bad tenant name, a
     key_sha256 that is not 64 lowercase hex digits, two tenants with one hash, missing fields.
     """
@@ -82,18 +80,24 @@ def load_keys(path: str | os.PathLike[str]) -> dict[str, Tenant]:
     except FileNotFoundError:
         raise KeysFileError(
             f"{path}: no such keys file; make one with `regionfarm keys add TENANT --file "
-            f"{path}` or point REGIONFARM_API_KEYS_FILE at the right file"
+            f"{path}` or point REGIONFARM_API_KEYS_FILE at the right file",
+            reason="missing",
         ) from None
     except UnicodeDecodeError as exc:
         raise KeysFileError(f"{path}: not UTF-8 text ({exc})") from None
     except OSError as exc:
-        raise KeysFileError(f"{path}: cannot read the keys file ({exc.strerror or exc})") from None
+        raise KeysFileError(
+            f"{path}: cannot read the keys file ({exc.strerror or exc})", reason="unreadable"
+        ) from None
     tenants = _parse(text, path)
     return {t.key_sha256: t for t in tenants.values()}
 
 
 def _parse(text: str, path: Path) -> dict[str, Tenant]:
-    """The tenants in a keys file's text, by name, in file order; raises KeysFileError."""
+    """The tenants in a keys file's text, by name, in file order; raises KeysFileError.
+    Empty text (a file made with `touch`, or emptied with `: >`) has no tenants yet."""
+    if not text.strip():
+        return {}
     if path.suffix.lower() == ".toml":
         try:
             data = tomllib.loads(text)
@@ -119,11 +123,10 @@ def _parse(text: str, path: Path) -> dict[str, Tenant]:
     tenants: dict[str, Tenant] = {}
     owner_of_hash: dict[str, str] = {}
     for name, entry in entries.items():
-        if not TENANT_RE.match(name):
-            raise KeysFileError(
-                f"{path}: tenant name {name!r} is not allowed: use 1 to 64 lowercase letters, "
-                "digits, '_' or '-', starting with a letter or digit"
-            )
+        try:
+            check_tenant_name(name)
+        except ValueError as exc:
+            raise KeysFileError(f"{path}: {exc}") from None
         if not isinstance(entry, dict):
             raise KeysFileError(
                 f"{path}: tenant {name!r}: expected an entry with key_sha256 and webhook_secret"
@@ -132,7 +135,7 @@ def _parse(text: str, path: Path) -> dict[str, Tenant]:
         if missing:
             raise KeysFileError(f"{path}: tenant {name!r}: missing {' and '.join(missing)}")
         digest, secret = entry["key_sha256"], entry["webhook_secret"]
-        if not isinstance(digest, str) or not _SHA256_RE.match(digest):
+        if not is_sha256(digest):
             # The value is not echoed: a plain key pasted here by mistake must not reach logs.
             what = f"a {len(digest)}-character string" if isinstance(digest, str) else "no string"
             raise KeysFileError(
@@ -178,17 +181,17 @@ def add_key(path: str | os.PathLike[str], tenant: str) -> str:
             text = ""
         except UnicodeDecodeError as exc:
             raise KeysFileError(f"{path}: not UTF-8 text ({exc})") from None
-        # An empty file (e.g. made with `touch`) is a file with no tenants yet.
-        tenants = _parse(text, path) if text.strip() else {}
+        tenants = _parse(text, path)
         previous = tenants.get(tenant)
-        secret = previous.webhook_secret if previous else _new_webhook_secret()
+        secret = previous.webhook_secret if previous else new_webhook_secret()
         tenants[tenant] = Tenant(name=tenant, key_sha256=hash_key(key), webhook_secret=secret)
         is_toml = path.suffix.lower() == ".toml"
         _write_atomically(path, _dump_toml(tenants) if is_toml else _dump_json(tenants))
     return key
 
 
-def _new_webhook_secret() -> str:
+def new_webhook_secret() -> str:
+    """A new webhook secret (``whsec_...``), as the keys file and the local farm keep them."""
     return WEBHOOK_SECRET_PREFIX + secrets.token_urlsafe(32)
 
 
@@ -270,15 +273,18 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 class KeyRing:
-    """The API's view of the keys file: token -> Tenant, reloaded when the file changes.
+    """The API's view of the keys: token -> Tenant, the file reloaded when it changes.
 
-    ``KeyRing(None)`` holds no tenants: auth is off. The file is read once at construction
-    (a missing or malformed file raises KeysFileError, so a misconfigured API fails at
-    start); afterwards :meth:`refresh` (also called by :meth:`lookup`) re-reads it when its
-    mtime, size or inode changed, checking at most once per `check_interval` seconds, so
-    `regionfarm keys add` takes effect on a running API without a restart. A file that goes
-    missing or malformed later keeps the last good tenants (and logs a warning) rather than
-    locking everybody out or opening the door.
+    Whether auth is on (:attr:`configured`) is decided once, when the ring is made, and never
+    changes: on with a keys file (even one listing no tenant yet: it admits nobody) or with
+    REGIONFARM_API_KEYS, off with neither (``KeyRing(None)``). The file is read at
+    construction (a missing or malformed file raises KeysFileError, so a misconfigured API
+    fails at start; with ``strict=False`` it is a ring that admits nobody and reports the
+    problem, for a process whose file was checked before); afterwards :meth:`refresh` (also called by :meth:`lookup`) re-reads it
+    when its mtime, size, inode or ctime changed, at most once per `check_interval` seconds,
+    so `regionfarm keys add` takes effect on a running API without a restart. A file emptied
+    of tenants admits nobody; a file that goes missing, unreadable or invalid keeps the last
+    good tenants, logs the problem once and reports it in :attr:`problem` until it is fixed.
     """
 
     def __init__(
@@ -287,26 +293,38 @@ class KeyRing:
         *,
         check_interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        strict: bool = True,
     ):
         self.path = Path(path) if path is not None else None
         self.check_interval = check_interval
         self._clock = clock
         self._lock = threading.Lock()
+        self._configured = self.path is not None
         self._by_hash: dict[str, Tenant] = {}
-        self._stamp: tuple[int, int, int] | None = None
+        self._stamp: tuple[int, ...] | None = None
+        self._problem: KeysFileError | None = None
         self._checked_at = clock()
         if self.path is not None:
-            self._stamp = self._stat()
-            self._by_hash = load_keys(self.path)
+            try:
+                stamp: tuple[int, ...] | None = self._stat()  # first: a later change shows
+            except OSError:
+                stamp = None  # load_keys says what is wrong
+            try:
+                self._by_hash = load_keys(self.path)
+            except KeysFileError as exc:
+                if strict:
+                    raise
+                self._report(exc)  # auth on, nobody admitted until the file is fixed
+            self._stamp = stamp
 
     @classmethod
-    def from_settings(cls, api_keys_file: str | os.PathLike[str] | None, api_keys: str | None
-                      ) -> KeyRing:  # fmt: skip
+    def from_settings(cls, api_keys_file: str | os.PathLike[str] | None, api_keys: str | None,
+                      *, strict: bool = True) -> KeyRing:  # fmt: skip
         """The farm's keys: from the keys file, or from REGIONFARM_API_KEYS (the same JSON
         shape, for platforms that hand secrets over as environment variables). Both at once
-        is refused: one source of truth."""
+        is refused: one source of truth. `strict` as for the constructor (the file only)."""
         if api_keys is None:
-            return cls(api_keys_file)
+            return cls(api_keys_file, strict=strict)
         if api_keys_file is not None:
             raise KeysFileError(
                 "both REGIONFARM_API_KEYS and REGIONFARM_API_KEYS_FILE are set: keep one"
@@ -314,18 +332,21 @@ class KeyRing:
         ring = cls(None)
         tenants = _parse(api_keys, Path("REGIONFARM_API_KEYS.json"))
         ring._by_hash = {t.key_sha256: t for t in tenants.values()}  # fixed: no file to reload
+        ring._configured = True
         return ring
 
     @property
     def configured(self) -> bool:
-        """True when a keys file was given (even one with no tenants yet)."""
-        return self.path is not None
+        """True when keys are configured, i.e. auth is on: every /v1 request needs a key of a
+        listed tenant. Fixed at construction; a keys file with no tenant still counts."""
+        return self._configured
 
     @property
-    def enabled(self) -> bool:
-        """True when there is at least one tenant, i.e. requests must carry a key."""
+    def problem(self) -> KeysFileError | None:
+        """What is wrong with the keys file since the last good load (its `reason`: missing,
+        unreadable, invalid), or None. While it is set, the last good keys stay in use."""
         self.refresh()
-        return bool(self._by_hash)
+        return self._problem
 
     def tenants(self) -> list[Tenant]:
         """Every tenant, in file order."""
@@ -346,7 +367,7 @@ class KeyRing:
         return self._by_hash.get(hash_key(token))
 
     def refresh(self, *, force: bool = False) -> bool:
-        """Reload the file if it changed since the last load; True when it was reloaded.
+        """Reload the file if it changed since the last look; True when it was reloaded.
         Without `force`, the file is looked at most once per `check_interval` seconds."""
         if self.path is None:
             return False
@@ -356,32 +377,48 @@ class KeyRing:
         with self._lock:
             self._checked_at = now
             try:
-                stamp = self._stat()
-            except OSError as exc:
-                log.warning("API keys file %s: %s; keeping the keys loaded before", self.path, exc)
-                return False
-            if stamp == self._stamp and not force:
+                stamp: tuple[int, ...] | None = self._stat()
+            except OSError:
+                stamp = None  # missing or not stat-able: load_keys below says what is wrong
+            if stamp is not None and stamp == self._stamp and not force:
                 return False
             try:
                 by_hash = load_keys(self.path)
             except KeysFileError as exc:
-                log.warning("%s; keeping the keys loaded before", exc)
+                # The stamp of the bad file is kept, so it is read again only once it changes.
+                self._stamp = stamp
+                self._report(exc)
                 return False
             # One reference swap: concurrent lookups see the old mapping or the new one.
             self._by_hash, self._stamp = by_hash, stamp
+            if self._problem is not None:
+                log.warning(
+                    "API keys file %s is good again: %d tenant(s) loaded", self.path, len(by_hash)
+                )
+                self._problem = None
+            if not by_hash:
+                log.warning(
+                    "API keys file %s lists no tenant: every /v1 request is refused (401) "
+                    "until `regionfarm keys add TENANT`",
+                    self.path,
+                )
             return True
 
-    def _stat(self) -> tuple[int, int, int]:
+    def _report(self, problem: KeysFileError) -> None:
+        """Keep `problem` for :attr:`problem`; log it once, not at every look at the file."""
+        if self._problem is None or str(problem) != str(self._problem):
+            log.error(
+                "%s; the API keeps the %d tenant(s) loaded before until the file is fixed "
+                "(GET /readyz reports it)",
+                problem,
+                len(self._by_hash),
+            )
+        self._problem = problem
+
+    def _stat(self) -> tuple[int, ...]:
         assert self.path is not None
-        try:
-            st = self.path.stat()
-        except FileNotFoundError:
-            if self._stamp is None:
-                raise KeysFileError(
-                    f"{self.path}: no such keys file; make one with `regionfarm keys add "
-                    f"TENANT --file {self.path}` or unset REGIONFARM_API_KEYS_FILE"
-                ) from None
-            raise
+        st = self.path.stat()
         # The inode is part of the stamp: add_key replaces the file by rename, which changes
-        # it even when mtime (coarse on some filesystems) and size happen to be equal.
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
+        # it even when mtime (coarse on some filesystems) and size happen to be equal. The
+        # ctime is too: `chmod` changes it (and whether the file can be read), not the mtime.
+        return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)

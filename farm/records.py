@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
@@ -13,13 +13,16 @@ from farm.ids import is_job_id, now_rfc3339
 from schemas.job import ACTIVE_STATUSES, FINAL_STATUSES
 
 __all__ = [
+    "EVENT_LOG_LENGTH",
     "FIELDS",
+    "NO_EVENT",
     "STATS_KEY",
+    "EventLog",
     "JobRecords",
     "QuotaExceeded",
     "active_key",
     "cancel_key",
-    "events_channel",
+    "events_key",
     "job_key",
     "new_record",
     "to_public",
@@ -65,9 +68,31 @@ def lease_key(job_id: str) -> str:
     return f"{PREFIX}lease:{job_id}"
 
 
-def events_channel(job_id: str) -> str:
-    """Pub/sub channel of one job's progress and status events."""
+def events_key(job_id: str) -> str:
+    """Stream of one job's events (status, and progress without its preview), in order, for
+    live streams and for clients that reconnect; it expires and is deleted with the record."""
     return f"{PREFIX}events:{job_id}"
+
+
+EVENT_LOG_LENGTH = 1000
+"""Events kept per job, the oldest dropped first: a render's progress (sent at most 4 times a
+second) fits, and a full log stays near 100 KB (progress is logged without its preview)."""
+
+
+NO_EVENT = "0-0"
+"""The position before a job's first event (stream ids are ``<ms>-<n>``, always above it)."""
+
+
+class EventLog(NamedTuple):
+    """A job's record and where its event log stands, read at one instant."""
+
+    record: dict[str, str] | None
+    first: str
+    """Id of the oldest event kept (NO_EVENT: none yet)."""
+    last: str
+    """Id of the newest event (NO_EVENT: none yet)."""
+    trimmed: bool
+    """The log is full, so events older than `first` may have been dropped."""
 
 
 class QuotaExceeded(Exception):
@@ -82,11 +107,15 @@ class QuotaExceeded(Exception):
 
 
 # Lua helpers shared by the scripts: key names must match the functions above.
-_LUA_COMMON = """
+_LUA_COMMON = (
+    f"local LOG_LENGTH = {EVENT_LOG_LENGTH}\n"
+    + """
 local P = 'rf:'
+local function emit(id, event, data)
+  redis.call('XADD', P..'events:'..id, 'MAXLEN', LOG_LENGTH, '*', 'event', event, 'data', data)
+end
 local function publish(id, status)
-  redis.call('PUBLISH', P..'events:'..id,
-    '{"event":"status","data":{"status":"'..status..'"}}')
+  emit(id, 'status', '{"status":"'..status..'"}')
 end
 local function leave_active(id, tenant, status)
   redis.call('SREM', P..'active:'..status, id)
@@ -97,10 +126,12 @@ local function finish(key, id, tenant, old, new, now, ttl)
   redis.call('HSET', key, 'status', new, 'finished_at', now)
   redis.call('HINCRBY', P..'stats:finished', new, 1)
   redis.call('DEL', P..'cancel:'..id, P..'lease:'..id)
-  redis.call('EXPIRE', key, ttl)
   publish(id, new)
+  redis.call('EXPIRE', key, ttl)
+  redis.call('EXPIRE', P..'events:'..id, ttl)
 end
 """
+)
 
 # ARGV: tenant, quota, number of jobs, number of fields F, F field names, then F values per job.
 _CREATE = """
@@ -165,7 +196,7 @@ if st == 'canceling' then
   redis.call('DEL', lease)
   return 'canceled'
 end
-if st ~= 'queued' and st ~= 'running' then return st end
+if st ~= 'queued' and st ~= 'running' then return 'ended:'..st end
 if st == 'running' then
   local holder = redis.call('GET', lease)
   if holder and holder ~= ARGV[8] then return 'busy' end
@@ -234,16 +265,20 @@ return 'requeued'
 """
 )
 
-# ARGV: id, progress JSON. Only a running (or canceling) job takes progress.
-_PROGRESS = """
+# ARGV: id, progress JSON, the same without its preview (for the event log). Only a running
+# (or canceling) job takes progress.
+_PROGRESS = (
+    _LUA_COMMON
+    + """
 local id = ARGV[1]
-local key = 'rf:job:'..id
+local key = P..'job:'..id
 local st = redis.call('HGET', key, 'status')
 if st ~= 'running' and st ~= 'canceling' then return 0 end
 redis.call('HSET', key, 'progress', ARGV[2])
-redis.call('PUBLISH', 'rf:events:'..id, '{"event":"progress","data":'..ARGV[2]..'}')
+emit(id, 'progress', ARGV[3])
 return 1
 """
+)
 
 # ARGV: id, new status, field name ('result' or 'error' or ''), its JSON, now, record ttl.
 _FINISH = (
@@ -265,7 +300,7 @@ _DISCARD = """
 local tenant = ARGV[1]
 for i = 2, #ARGV do
   local id = ARGV[i]
-  redis.call('DEL', 'rf:job:'..id)
+  redis.call('DEL', 'rf:job:'..id, 'rf:events:'..id)
   redis.call('ZREM', 'rf:tenant:'..tenant..':jobs', id)
   redis.call('SREM', 'rf:tenant:'..tenant..':queued', id)
   redis.call('SREM', 'rf:active:queued', id)
@@ -280,7 +315,7 @@ local key = 'rf:job:'..id
 local st, owner = unpack(redis.call('HMGET', key, 'status', 'tenant'))
 if not st or owner ~= tenant then return 'missing' end
 if st == 'queued' or st == 'running' or st == 'canceling' then return 'active:'..st end
-redis.call('DEL', key)
+redis.call('DEL', key, 'rf:events:'..id)
 redis.call('ZREM', 'rf:tenant:'..tenant..':jobs', id)
 return 'purged'
 """
@@ -354,9 +389,7 @@ class JobRecords:
         if not is_job_id(job_id):
             return None
         record = self.redis.hgetall(job_key(job_id))
-        if not record or (tenant is not None and record.get("tenant") != tenant):
-            return None
-        return record
+        return record if _owned(record, tenant) else None
 
     def get_many(self, job_ids: list[str]) -> list[dict[str, str] | None]:
         pipe = self.redis.pipeline(transaction=False)
@@ -406,6 +439,40 @@ class JobRecords:
             return "missing"
         return self._purge(args=[job_id, tenant])
 
+    def event_log(self, job_id: str, tenant: str | None = None) -> EventLog:
+        """The record (None as in `get`) and its event log's ends, in one transaction: no
+        event can come between the record read and the log's last id."""
+        if not is_job_id(job_id):
+            return EventLog(None, NO_EVENT, NO_EVENT, False)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hgetall(job_key(job_id))
+        pipe.xrange(events_key(job_id), count=1)
+        pipe.xrevrange(events_key(job_id), count=1)
+        pipe.xlen(events_key(job_id))
+        record, first, last, length = pipe.execute()
+        return EventLog(
+            record if _owned(record, tenant) else None,
+            first[0][0] if first else NO_EVENT,
+            last[0][0] if last else NO_EVENT,
+            length >= EVENT_LOG_LENGTH,
+        )
+
+    def events_after(
+        self, job_id: str, after: str, *, block_ms: int | None = None
+    ) -> list[tuple[str, str, Any]]:
+        """The job's events after id `after`, oldest first, as (id, event name, data); with
+        `block_ms`, waits up to that long for the next one when there is none yet."""
+        answer = self.redis.xread({events_key(job_id): after}, block=block_ms)
+        if not answer:
+            return []
+        [(_, entries)] = answer
+        return [(eid, fields["event"], json.loads(fields["data"])) for eid, fields in entries]
+
+    def progress(self, job_id: str) -> dict[str, Any] | None:
+        """The job's latest progress as the record has it (with its preview), or None."""
+        text = self.redis.hget(job_key(job_id), "progress")
+        return json.loads(text) if text else None
+
     def queued_count(self, tenant: str) -> int:
         return int(self.redis.scard(queued_key(tenant)))
 
@@ -436,8 +503,9 @@ class JobRecords:
         """Mark a job running on `worker` (attempts + 1) under a lease held by `holder`.
 
         Answers the status afterwards: 'running' means render it; 'busy' means another live
-        worker holds its lease; anything else (canceled, failed after `max_attempts`, missing,
-        a final status) means do not. `take_over` names a dead holder whose lease may be
+        worker holds its lease; 'canceled' or 'failed' means it ended at this call (a cancel
+        that was waiting, or `max_attempts` used up); 'ended:<status>' means it had ended
+        before (its webhook was sent then); 'missing' means it is gone. `take_over` names a dead holder whose lease may be
         taken at once instead of waiting for it to run out.
         """
         return self._start(
@@ -465,9 +533,11 @@ class JobRecords:
         return sorted(self.redis.smembers(active_key(status)))
 
     def set_progress(self, job_id: str, progress: Mapping[str, Any]) -> bool:
-        """Record and publish progress; False when the job is no longer running."""
+        """Record progress and add it to the job's events (without its preview, which only
+        the record keeps); False when the job is no longer running."""
         text = json.dumps(dict(progress), separators=(",", ":"))
-        return bool(self._progress(args=[job_id, text]))
+        logged = {k: v for k, v in progress.items() if k != "preview"}
+        return bool(self._progress(args=[job_id, text, json.dumps(logged, separators=(",", ":"))]))
 
     def finish(
         self,
@@ -476,8 +546,11 @@ class JobRecords:
         *,
         result: Mapping[str, Any] | None = None,
         error: Mapping[str, Any] | None = None,
+        finished_at: str | None = None,
     ) -> str:
-        """End a job in a final status; answers that status, or the status it already had."""
+        """End a job in a final status; answers that status, or the status it already had.
+        `finished_at` (RFC 3339) is the time to record, when the caller wrote it elsewhere too;
+        default now."""
         if status not in FINAL_STATUSES:
             raise ValueError(f"{status!r} is not a final status")
         field, value = "", ""
@@ -485,12 +558,16 @@ class JobRecords:
             field, value = "result", json.dumps(dict(result), separators=(",", ":"))
         elif error is not None:
             field, value = "error", json.dumps(dict(error), separators=(",", ":"))
-        return self._finish(
-            args=[job_id, status, field, value, now_rfc3339(), self.retention_seconds]
-        )
+        when = finished_at or now_rfc3339()
+        return self._finish(args=[job_id, status, field, value, when, self.retention_seconds])
 
     def cancel_requested(self, job_id: str) -> bool:
         return bool(self.redis.exists(cancel_key(job_id)))
+
+
+def _owned(record: Mapping[str, str], tenant: str | None) -> bool:
+    """The record exists and belongs to `tenant` (None: any)."""
+    return bool(record) and (tenant is None or record.get("tenant") == tenant)
 
 
 def to_public(record: Mapping[str, str], *, result_url: str | None = None) -> dict[str, Any]:

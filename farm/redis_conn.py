@@ -19,6 +19,11 @@ class RedisUnavailable(Exception):
     """The broker does not answer; nothing was changed."""
 
 
+UNBOUNDED = 2**31
+"""The pool size of a client made without `max_connections` (redis-py 8 would make it 100): the
+API holds one connection per waiting event stream, and gunicorn's --connections bounds those."""
+
+
 def connect(url: str, *, max_connections: int | None = None) -> redis.Redis:
     """A client that decodes answers to text, with short timeouts."""
     return redis.Redis.from_url(
@@ -27,5 +32,5 @@ def connect(url: str, *, max_connections: int | None = None) -> redis.Redis:
         socket_connect_timeout=CONNECT_TIMEOUT,
         socket_timeout=SOCKET_TIMEOUT,
         health_check_interval=30,
-        max_connections=max_connections,
+        max_connections=max_connections or UNBOUNDED,
     )

@@ -24,6 +24,9 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ParamValidationError
 
 from schemas import Settings
+from schemas.identifiers import JOB_ID_RE as _JOB_ID
+from schemas.identifiers import SHA256_RE as _SHA256
+from schemas.identifiers import TENANT_RE as _TENANT
 
 __all__ = [
     "LocalStorage",
@@ -51,10 +54,6 @@ MULTIPART_CHUNK_BYTES = 8 * 1024 * 1024
 
 IMAGE_EXTENSIONS = frozenset({"png", "webp", "jpeg", "jpg"})
 ASSET_EXTENSIONS = IMAGE_EXTENSIONS | {"json"}
-# fullmatch, not ^...$: "$" also matches before a trailing newline.
-_TENANT = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-_JOB_ID = re.compile(r"job_[0-9A-HJKMNP-TV-Z]{26}")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 _PREFIX_PART = re.compile(r"[A-Za-z0-9._-]+")
 _FILENAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 # Throttling answers are 4xx on some servers but mean the same as a 503: try again later.

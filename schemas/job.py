@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.defaults import SEED_MAX
+from schemas.identifiers import ASSET_ID_PATTERN, JOB_ID_PATTERN, SHA256_PATTERN, field_pattern
 from schemas.spec import JobSpec
 
 __all__ = [
@@ -67,7 +68,7 @@ class JobResult(_Body):
     width: int = Field(ge=1)
     height: int = Field(ge=1)
     bytes: int = Field(ge=0, description="Size of the image file.")
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    sha256: str = Field(pattern=field_pattern(SHA256_PATTERN))
     seed: int = Field(ge=0, le=SEED_MAX)
     render_seconds: float = Field(ge=0)
 
@@ -89,7 +90,7 @@ class Job(_Body):
     model_config = ConfigDict(extra="allow")  # the contract lets the farm add fields
 
     id: str = Field(
-        pattern=r"^job_[0-9A-HJKMNP-TV-Z]{26}$", examples=["job_01JDX3Q7S9V5T0ZQ4W8N2C6B1A"]
+        pattern=field_pattern(JOB_ID_PATTERN), examples=["job_01JDX3Q7S9V5T0ZQ4W8N2C6B1A"]
     )
     status: JobStatus
     model: str
@@ -133,10 +134,10 @@ class BatchAnswer(_Body):
 class AssetInfo(_Body):
     """An uploaded image, to be used as ``asset:<id>`` in specs."""
 
-    id: str = Field(pattern=r"^asset:[0-9a-f]{64}$")
+    id: str = Field(pattern=field_pattern(ASSET_ID_PATTERN))
     width: int = Field(ge=1)
     height: int = Field(ge=1)
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    sha256: str = Field(pattern=field_pattern(SHA256_PATTERN))
     format: str | None = None
     bytes: int | None = None
 

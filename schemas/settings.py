@@ -92,6 +92,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Most jobs one tenant may have queued at once; more answer 429.",
     )
+    max_streams_per_tenant: int = Field(
+        default=100,
+        ge=1,
+        description="Most job event streams (`GET /v1/jobs/<id>/events`) one tenant may have "
+        "open at once, over all API processes; more answer 429 `too_many_streams`.",
+    )
     data_dir: Path = Field(
         default=Path(".regionfarm"),
         description="Data directory of the embedded mode (Redis files, local storage).",
@@ -141,8 +147,10 @@ class Settings(BaseSettings):
     )
     public_url: str | None = Field(
         default=None,
-        description="The API's address as clients reach it (e.g. https://farm.example.com); "
-        "result URLs in webhooks point there. Unset: webhooks carry a presigned URL (S3) or none.",
+        description="The API's address as clients and webhook receivers reach it (e.g. "
+        "https://farm.example.com): `result.url` in webhooks and in job.json is its "
+        "/v1/jobs/<id>/result. `regionfarm up` sets it from its bind address. Unset: webhooks "
+        "carry a presigned URL (S3), job.json none.",
     )
     webhook_allowlist: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

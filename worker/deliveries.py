@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from farm.keys import KeyRing
+from farm.local_tenant import LOCAL_TENANT, WebhookSecretError, ensure_webhook_secret
 from farm.records import JobRecords, to_public
 from farm.storage import Storage
+from farm.urls import result_url
 from schemas import Settings
 from schemas.job import FINAL_STATUSES
 from worker.webhooks import WebhookRefused, WebhookRetry, deliver, retry_delays
@@ -38,10 +40,22 @@ class WebhookSender:
         url = (json.loads(record["spec"]).get("webhook") or {}).get("url")
         if not url:
             return
-        tenant = self.keys.by_name(record["tenant"])
         try:
-            status = deliver(url, self._job(record), secret=tenant.webhook_secret if tenant else None,
-                             allowlist=self.settings.webhook_allowlist)  # fmt: skip
+            secret = self.secret(record["tenant"])
+        except WebhookSecretError as exc:
+            log.error("webhook not sent: %s", exc, extra=extra)
+            return
+        if not secret:
+            log.error(
+                "webhook not sent: tenant %r has no webhook secret (it is not in the keys "
+                "file); every delivery is signed, so add the tenant with `regionfarm keys add`",
+                record["tenant"],
+                extra=extra,
+            )
+            return
+        try:
+            job = self._job(record)
+            status = deliver(url, job, secret=secret, allowlist=self.settings.webhook_allowlist)
         except WebhookRefused as exc:
             log.warning("webhook refused, not retried: %s", exc, extra=extra)
             return
@@ -55,13 +69,23 @@ class WebhookSender:
             raise task.retry(countdown=delay, max_retries=len(self.delays)) from None
         log.info("webhook delivered: %s", status, extra=extra)
 
+    def secret(self, tenant: str) -> str | None:
+        """The tenant's webhook secret: from the keys file, or for the `local` tenant of a farm
+        with auth off, the one in the data dir (made there if the farm has none yet)."""
+        found = self.keys.by_name(tenant)
+        if found is not None:
+            return found.webhook_secret
+        if tenant == LOCAL_TENANT:
+            return ensure_webhook_secret(self.settings.data_dir)[0]
+        return None
+
     def _job(self, record: dict[str, str]) -> dict[str, Any]:
+        """The final job object, its result's `url` absolute: the API's result URL on the
+        farm's public address (REGIONFARM_PUBLIC_URL; `regionfarm up` sets it), else the one
+        the worker stored, else a presigned storage URL (S3 only)."""
         job = to_public(record)
         result = job.get("result")
         if result is not None:
-            base = (self.settings.public_url or "").rstrip("/")
-            if base:
-                result["url"] = f"{base}/v1/jobs/{job['id']}/result"
-            else:  # no public API address: a signed link straight to storage, if it has one
-                result["url"] = self.storage.presigned_url(result["key"]) or ""
+            url = result_url(self.settings.public_url, job["id"]) or result.get("url")
+            result["url"] = url or self.storage.presigned_url(result["key"]) or ""
         return job

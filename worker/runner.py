@@ -21,6 +21,7 @@ from farm.dispatch import send_webhook
 from farm.ids import now_rfc3339
 from farm.records import JobRecords, to_public
 from farm.storage import ObjectMissing, Storage, StorageError, StoredObject, asset_key
+from farm.urls import result_url
 from schemas import JobSpec, ModelEntry, Settings, SpecError, ValidationContext, parse_spec
 from worker import metrics
 from worker.preview import latent_preview
@@ -33,7 +34,7 @@ from worker.render import (
     render_job,
 )
 from worker.render.imageio import CONTENT_TYPES
-from worker.storage import find_result, store_result, with_retries
+from worker.storage import find_result, store_job_json, store_result, with_retries
 
 __all__ = ["TEST_RENDER_STEP_MS_ENV", "ConsumerWatch", "JobFailed", "Runner", "holder_alive"]
 
@@ -45,6 +46,8 @@ PREVIEW_EVERY = 2
 """Steps between two previews."""
 CANCEL_POLL = 0.25
 """Seconds between two reads of a job's cancel flag (the engine asks before every view)."""
+JOB_JSON_EXTRAS = ("timings", "versions", "unet_calls", "unet_samples")
+"""What job.json holds beyond the final job object."""
 TEST_RENDER_STEP_MS_ENV = "RF_TEST_RENDER_STEP_MS"
 """TEST ONLY. When this variable is set (milliseconds per step), workers do not run the engine
 but `_test_render`, which sleeps that long per step; see there. Never set it in a deployment."""
@@ -80,6 +83,8 @@ class _Progress:
         self.started = time.monotonic()
         self.last_sent = 0.0
         self.preview: str | None = None
+        self.recorded: dict[str, Any] | None = None
+        """The last progress that Redis took: the finished job's `progress`."""
 
     def latent(self, step: int, latent: torch.Tensor) -> None:
         if step % PREVIEW_EVERY == 0 or step == self.total:
@@ -96,7 +101,8 @@ class _Progress:
         if self.preview is not None:
             progress["preview"] = self.preview
         try:
-            self.records.set_progress(self.job_id, progress)
+            if self.records.set_progress(self.job_id, progress):
+                self.recorded = progress
         except redis.RedisError as exc:  # progress is best effort: the render goes on
             log.warning("progress not recorded: %s", exc, extra={"job_id": self.job_id})
 
@@ -142,6 +148,12 @@ class Runner:
         self.current_job: str | None = None
         self.last_activity = time.monotonic()
         """When the last delivered job started or ended (the consumer watch reads it)."""
+        if not self.settings.public_url:
+            log.warning(
+                "REGIONFARM_PUBLIC_URL is not set: result URLs in job.json are empty and "
+                "webhooks carry a presigned storage URL (S3) or none; set it to the API's "
+                "address as receivers reach it (`regionfarm up` sets it itself)"
+            )
 
     # -- the task's one call -------------------------------------------------------------
 
@@ -220,9 +232,16 @@ class Runner:
             raise JobFailed("storage_unavailable", f"storage does not answer: {exc}") from None
         if existing is not None:
             # At-least-once delivery, exactly-once result: a redelivered job whose result is
-            # already stored is recorded from it, not rendered again.
+            # already stored is recorded from it, not rendered again; its job.json is written
+            # again, so that it says this attempt, as the job record will.
             log.info("result already stored: not rendered again", extra=extra)
-            self.records.finish(job_id, "succeeded", result=existing["result"])
+            extras = {k: existing[k] for k in JOB_JSON_EXTRAS if k in existing}
+            document = self._final_job(record, result=existing["result"], extras=extras)
+            try:
+                store_job_json(self.storage, tenant, job_id, fmt, document, budget_s=budget)
+            except StorageError as exc:
+                raise JobFailed("storage_unavailable", f"storage does not answer: {exc}") from None
+            self._succeed(job_id, document)
             return
         try:
             inputs = load_inputs(spec, max_pixels=self.settings.max_pixels,
@@ -256,19 +275,20 @@ class Runner:
         data = encode_image(result.image, fmt, spec.output.quality)
 
         def final_job(stored: StoredObject) -> dict[str, Any]:
-            job = to_public(record)
-            job.update(status="succeeded", finished_at=now_rfc3339(), progress={
-                "step": spec.steps, "total": spec.steps, "eta_seconds": 0.0})  # fmt: skip
-            job["result"] = {
-                "url": self._result_url(job_id), "key": stored.key, "format": fmt,
-                "width": result.image.width, "height": result.image.height,
-                "bytes": stored.size, "sha256": stored.sha256, "seed": result.seed,
-                "render_seconds": result.timings["render_seconds"],
+            outcome = {
+                "key": stored.key, "format": fmt, "width": result.image.width,
+                "height": result.image.height, "bytes": stored.size, "sha256": stored.sha256,
+                "seed": result.seed, "render_seconds": result.timings["render_seconds"],
             }  # fmt: skip
-            job["worker"], job["attempts"] = self.name, int(record["attempts"]) + 1
-            job["timings"], job["versions"] = result.timings, self.model.versions
-            job["unet_calls"], job["unet_samples"] = result.unet_calls, result.unet_samples
-            return job
+            extras = {
+                "timings": result.timings,
+                "versions": self.model.versions,
+                "unet_calls": result.unet_calls,
+                "unet_samples": result.unet_samples,
+            }
+            return self._final_job(
+                record, result=outcome, extras=extras, progress=progress.recorded
+            )
 
         try:
             _, document = store_result(
@@ -278,8 +298,32 @@ class Runner:
         except StorageError as exc:
             raise JobFailed("storage_unavailable", f"the image could not be stored after "
                             f"{budget:g} s of retries: {exc}") from None  # fmt: skip
-        self.records.finish(job_id, "succeeded", result=document["result"])
+        self._succeed(job_id, document)
         log.info("job succeeded in %.2f s", result.timings["render_seconds"], extra=extra)
+
+    def _final_job(
+        self,
+        record: dict[str, str],
+        *,
+        result: dict[str, Any],
+        extras: dict[str, Any],
+        progress: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The document of job.json: the job as it will be once `_succeed` records it (what
+        ``GET /v1/jobs/<id>`` answers: this attempt, the result's absolute URL on the API's
+        public address), plus `extras` (library versions, timings)."""
+        job = to_public(record)  # read after this attempt started: its worker and attempts
+        url = result_url(self.settings.public_url, record["id"])
+        outcome = {"url": url, **{k: v for k, v in result.items() if k != "url"}}
+        job.update(status="succeeded", finished_at=now_rfc3339(), result=outcome)
+        if progress is not None:
+            job["progress"] = progress
+        return {**job, **extras}
+
+    def _succeed(self, job_id: str, document: dict[str, Any]) -> None:
+        """Record the end that job.json (`document`) already says, at the same time."""
+        result, finished_at = document["result"], document["finished_at"]
+        self.records.finish(job_id, "succeeded", result=result, finished_at=finished_at)
 
     def _validate(self, data: dict[str, Any], tenant: str) -> JobSpec:
         """The stored spec, checked again: a worker trusts only what it validated itself."""
@@ -308,10 +352,6 @@ class Runner:
                 raise KeyError(asset_id) from None
 
         return read
-
-    def _result_url(self, job_id: str) -> str:
-        base = (self.settings.public_url or "").rstrip("/")
-        return f"{base}/v1/jobs/{job_id}/result" if base else ""
 
     def renew_lease(self) -> None:
         """Called by the heartbeat thread while a job runs."""

@@ -11,7 +11,14 @@ from typing import Any, TypeVar
 
 from farm.storage import Storage, StorageUnavailable, StoredObject, job_object_key
 
-__all__ = ["IMAGE_EXTENSIONS", "find_result", "result_keys", "store_result", "with_retries"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "find_result",
+    "result_keys",
+    "store_job_json",
+    "store_result",
+    "with_retries",
+]
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +78,7 @@ def store_result(
 ) -> tuple[StoredObject, dict[str, Any]]:
     """Upload the image, verify it, then write ``job.json`` (built by `job` from the stored
     image); retried while storage is down, for up to `budget_s` seconds in all."""
-    image_key, json_key = result_keys(storage, tenant, job_id, fmt)
+    image_key, _ = result_keys(storage, tenant, job_id, fmt)
     deadline = time.monotonic() + budget_s
     stored = with_retries(
         lambda: storage.put_bytes(image_key, image, content_type),
@@ -79,10 +86,25 @@ def store_result(
         what=f"uploading {image_key}",
     )
     document = job(stored)
+    left = max(0.0, deadline - time.monotonic())
+    store_job_json(storage, tenant, job_id, fmt, document, budget_s=left)
+    return stored, document
+
+
+def store_job_json(
+    storage: Storage,
+    tenant: str,
+    job_id: str,
+    fmt: str,
+    document: dict[str, Any],
+    *,
+    budget_s: float,
+) -> None:
+    """Write (or overwrite) the job's ``job.json``, retried while storage is down."""
+    _, json_key = result_keys(storage, tenant, job_id, fmt)
     body = json.dumps(document, indent=2).encode()
     with_retries(
         lambda: storage.put_bytes(json_key, body, "application/json"),
-        budget_s=max(0.0, deadline - time.monotonic()),
+        budget_s=budget_s,
         what=f"uploading {json_key}",
     )
-    return stored, document

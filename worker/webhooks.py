@@ -142,7 +142,7 @@ def deliver(
     url: str,
     job: dict,
     *,
-    secret: str | None,
+    secret: str,
     allowlist: Sequence[str],
     timeout_s: float = 10.0,
     now: float | None = None,
@@ -150,10 +150,9 @@ def deliver(
     """POST the final `job` object to `url`; return the receiver's 2xx status code.
 
     The body is `job` as compact JSON; headers name the event (`Regionfarm-Event`), a fresh
-    delivery id (`Regionfarm-Delivery`, new on every attempt) and, when `secret` is given, the
-    signature (`Regionfarm-Signature`, see `signature` and `verify`). With no secret (a farm
-    with authentication off) the signature header is omitted: receivers cannot verify such
-    calls and should treat them as unauthenticated.
+    delivery id (`Regionfarm-Delivery`, new on every attempt) and the signature with the
+    tenant's webhook `secret` (`Regionfarm-Signature`, see `signature` and `verify`). Every
+    delivery is signed: an empty `secret` is a caller error (ValueError), nothing is sent.
 
     The URL is checked again here, with the farm's `allowlist`: a name may resolve differently
     than when the job was submitted. The host is resolved once, every address of the answer is
@@ -165,6 +164,11 @@ def deliver(
     Raises WebhookRefused (never retry) or WebhookRetry (retry later; see `retry_delays`).
     `now` (unix seconds) stands in for the clock, for the signature and Retry-After dates.
     """
+    if not secret:
+        raise ValueError(
+            "every webhook is signed: pass the tenant's webhook secret (the keys file's "
+            "webhook_secret, or the local farm's, see `regionfarm keys webhook-secret`)"
+        )
     status = job.get("status")
     if status not in EVENTS:
         raise ValueError(
@@ -203,9 +207,8 @@ def deliver(
         "User-Agent": USER_AGENT,
         "Regionfarm-Event": EVENTS[status],
         "Regionfarm-Delivery": str(uuid.uuid4()),
+        "Regionfarm-Signature": signature(secret, body, timestamp),
     }
-    if secret:
-        headers["Regionfarm-Signature"] = signature(secret, body, timestamp)
     # Escape spaces, control and non-ASCII characters, which http.client refuses to send;
     # existing %-escapes and reserved characters pass through unchanged.
     target = quote(parts.path or "/", safe=string.punctuation)

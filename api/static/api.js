@@ -103,33 +103,84 @@ export async function fetchResult(jobId) {
   return (await call("GET", `/v1/jobs/${encodeURIComponent(jobId)}/result`)).blob();
 }
 
+/** A job in one of these has ended: its stream's last event is the `job` one. */
+export const FINAL = new Set(["succeeded", "failed", "canceled"]);
+/** Reconnects in a row to a job's events stream before the page polls the job instead. */
+const STREAM_RETRIES = 5;
+/** Answers that another try may fix: no answer, over the stream cap, a proxy or farm down. */
+const RETRYABLE = new Set([0, 429, 502, 503, 504]);
+/** Milliseconds before the first reconnect when the stream sent no `retry:`. */
+const DEFAULT_RETRY_MS = 1000;
+/** Milliseconds of the longest pause before a reconnect. */
+const MAX_PAUSE_MS = 30000;
+/** Milliseconds between two reads of a job whose stream could not be resumed. */
+const POLL_MS = 2000;
+
 /**
- * Follow a job's Server-Sent Events until the stream ends or `signal` aborts; `onEvent(name,
- * data)` gets each `status`, `progress` and the final `job`.
+ * Follow a job's Server-Sent Events until its final `job` event or until `signal` aborts;
+ * `onEvent(name, data)` gets each `status`, `progress` and the final `job`. A stream that drops
+ * is opened again with Last-Event-ID (the farm sends what was missed, nothing twice), up to
+ * STREAM_RETRIES times in a row with a growing pause; then the job is read every POLL_MS, each
+ * answer given as a `job` event, until it ends.
  */
 export async function followEvents(jobId, onEvent, signal) {
+  const cursor = { lastId: null, retryMs: DEFAULT_RETRY_MS };
+  let failures = 0;
+  for (;;) {
+    const before = cursor.lastId;
+    try {
+      if (await readStream(jobId, cursor, onEvent, signal)) return;
+    } catch (error) {
+      if (error.name === "AbortError") throw error;
+      if (error instanceof ApiError && !RETRYABLE.has(error.status)) throw error;
+      // else no answer, or the connection broke mid-stream (a TypeError from the reader)
+    }
+    if (cursor.lastId !== before) failures = 0; // it got further: count again from here
+    if (failures === STREAM_RETRIES) break;
+    await pause(Math.min(cursor.retryMs * 2 ** failures, MAX_PAUSE_MS), signal);
+    failures += 1;
+  }
+  for (;;) {
+    const path = `/v1/jobs/${encodeURIComponent(jobId)}`;
+    const job = await (await call("GET", path, { signal })).json();
+    onEvent("job", job);
+    if (FINAL.has(job.status)) return;
+    await pause(POLL_MS, signal);
+  }
+}
+
+/** One connection of the stream; true once the final `job` event came. */
+async function readStream(jobId, cursor, onEvent, signal) {
+  const headers = { Accept: "text/event-stream" };
+  if (cursor.lastId !== null) headers["Last-Event-ID"] = cursor.lastId;
   const response = await call("GET", `/v1/jobs/${encodeURIComponent(jobId)}/events`, {
-    headers: { Accept: "text/event-stream" },
+    headers,
     signal,
   });
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";
   for (;;) {
     const { value, done } = await reader.read();
-    if (done) return;
+    if (done) return false;
     buffer += value;
     buffer = buffer.replace(/\r\n/g, "\n");
     let end;
     while ((end = buffer.indexOf("\n\n")) >= 0) {
       const block = buffer.slice(0, end);
       buffer = buffer.slice(end + 2);
-      const event = parseEvent(block);
-      if (event) onEvent(event.name, event.data);
+      const event = parseEvent(block, cursor);
+      if (!event) continue;
+      onEvent(event.name, event.data);
+      if (event.name === "job" && FINAL.has(event.data.status)) {
+        reader.cancel().catch(() => {});
+        return true;
+      }
     }
   }
 }
 
-function parseEvent(block) {
+/** One block of the stream: its event, or null; its `id:` and `retry:` go into `cursor`. */
+function parseEvent(block, cursor) {
   let name = "message";
   const data = [];
   for (const line of block.split("\n")) {
@@ -140,7 +191,29 @@ function parseEvent(block) {
     if (value.startsWith(" ")) value = value.slice(1);
     if (field === "event") name = value;
     else if (field === "data") data.push(value);
+    else if (field === "id" && !value.includes("\0")) cursor.lastId = value;
+    else if (field === "retry" && /^\d+$/.test(value)) cursor.retryMs = Number(value);
   }
   if (!data.length) return null;
   return { name, data: JSON.parse(data.join("\n")) };
+}
+
+/** Resolves after `ms`, or rejects with an AbortError when `signal` aborts first. */
+function pause(ms, signal) {
+  return new Promise((resolve, reject) => {
+    const aborted = () => new DOMException("the wait was aborted", "AbortError");
+    if (signal?.aborted) {
+      reject(aborted());
+      return;
+    }
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(aborted());
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
 }

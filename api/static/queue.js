@@ -1,10 +1,9 @@
 // The queue panel: the user's jobs with live progress and previews from the events stream,
 // cancel, the result with a download link, "re-render with new seed" and "duplicate into editor".
 
-import { cancelJob, fetchResult, followEvents, getKey, listJobs } from "./api.js";
+import { FINAL, cancelJob, fetchResult, followEvents, getKey, listJobs } from "./api.js";
 import { element } from "./dom.js";
 
-const FINAL = new Set(["succeeded", "failed", "canceled"]);
 const CANCELABLE = new Set(["queued", "running"]);
 /** Streams open at once: a browser opens about 6 connections per host, a stream holds one. */
 const MAX_STREAMS = 3;

@@ -91,7 +91,8 @@ def test_models_lists_the_file_with_live_worker_counts(client, auth, r):
 def test_healthz_and_readyz(client):
     assert client.get("/healthz").json["status"] == "ok"
     ready = client.get("/readyz")
-    assert ready.status_code == 200 and ready.json["checks"] == {"broker": "ok", "storage": "ok"}
+    checks = {"broker": "ok", "storage": "ok", "keys": "ok"}  # keys: auth is on here
+    assert ready.status_code == 200 and ready.json["checks"] == checks
 
 
 def test_readyz_names_the_broker_when_it_is_down(settings):

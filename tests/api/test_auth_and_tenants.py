@@ -1,8 +1,10 @@
-"""Bearer keys, tenants that see only their own jobs, and auth off only without keys."""
+"""Bearer keys, tenants that see only their own jobs, auth off only without keys, and a keys
+file that is emptied or broken while the API runs never lets a request in without a key."""
 
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
@@ -95,3 +97,81 @@ def test_keys_can_come_from_the_environment_instead_of_a_file(settings, keys_fil
     assert client.post("/v1/jobs", json=spec, headers=headers).status_code == 202
     with pytest.raises(KeysFileError, match="keep one"):
         create_app(settings.model_copy(update={"api_keys": inline}))
+
+
+def _keyless_and_keyed(client, keys) -> list[int]:
+    """The statuses of a request with no key, a wrong key, and each tenant's key."""
+    headers = [{}, {"Authorization": "Bearer rf_wrong"}]
+    headers += [{"Authorization": f"Bearer {k}"} for k in keys.values()]
+    return [client.get("/v1/jobs", headers=h).status_code for h in headers]
+
+
+def test_a_keys_file_emptied_while_the_api_runs_admits_nobody(client, keys_file, keys, wait_for):
+    assert _keyless_and_keyed(client, keys) == [401, 401, 200, 200]
+    keys_file.write_text('{"tenants": {}}')
+    # Never "auth off": every answer is a 401, also while the change is being noticed.
+    wait_for(
+        lambda: _keyless_and_keyed(client, keys) == [401] * 4,
+        timeout=5,
+        what="the old keys to stop working",
+    )
+    keys_file.write_text("")  # a file emptied with `: >` is a file with no tenants too
+    time.sleep(1.1)
+    assert _keyless_and_keyed(client, keys) == [401] * 4
+    assert client.get("/readyz").json["checks"]["keys"] == "ok"
+
+
+def test_a_corrupt_keys_file_keeps_the_last_good_keys_and_readyz_says_so(
+    client, keys_file, keys, wait_for, caplog
+):
+    good = keys_file.read_text()
+    with caplog.at_level("ERROR", logger="farm.keys"):
+        keys_file.write_text(good[: len(good) // 2])  # cut in the middle: not JSON
+        ready = wait_for(
+            lambda: (r := client.get("/readyz")).status_code == 503 and r,
+            timeout=5,
+            what="readyz to report the keys file",
+        )
+        for _ in range(20):
+            assert _keyless_and_keyed(client, keys) == [401, 401, 200, 200]
+    assert ready.json["error"]["code"] == "not_ready"
+    assert ready.json["error"]["message"] == "API keys file invalid"
+    assert [d["loc"] for d in ready.json["error"]["details"]] == [["keys"]]
+    assert ready.json["checks"]["keys"].startswith("invalid: the API keys file cannot be used")
+    assert "acme" not in ready.get_data(as_text=True)  # what /readyz says names no tenant
+    logged = [r for r in caplog.records if r.name == "farm.keys" and r.levelname == "ERROR"]
+    assert len(logged) == 1 and str(keys_file) in logged[0].getMessage()
+
+    keys_file.unlink()  # gone: still the last good keys, and readyz says "missing"
+    wait_for(
+        lambda: client.get("/readyz").json["checks"]["keys"].startswith("missing"),
+        timeout=5,
+        what="readyz to report the missing file",
+    )
+    assert _keyless_and_keyed(client, keys) == [401, 401, 200, 200]
+    keys_file.write_text(good)
+    wait_for(lambda: client.get("/readyz").status_code == 200, timeout=5, what="readyz ok")
+
+
+def test_a_keys_file_with_no_tenant_at_start_means_auth_on(settings, keys_file, spec, caplog):
+    keys_file.write_text('{"tenants": {}}')
+    with caplog.at_level("WARNING"):
+        client = create_app(settings).test_client()
+    assert any("list no tenant" in r.getMessage() for r in caplog.records)
+    assert not any("auth is off" in r.getMessage() for r in caplog.records)
+    answer = client.post("/v1/jobs", json=spec)
+    assert answer.status_code == 401 and answer.json["error"]["code"] == "unauthorized"
+    assert client.get("/readyz").status_code == 200  # nothing is wrong with the file
+
+
+def test_an_app_made_while_the_keys_file_is_broken_admits_nobody_unless_strict(
+    settings, keys_file, keys
+):
+    keys_file.write_text('{"tenants": ')
+    with pytest.raises(KeysFileError, match="not valid JSON"):
+        create_app(settings)  # a misconfigured API fails at start
+    # What a gunicorn worker restarted while the file is broken makes: it keeps answering.
+    client = create_app(settings, strict_keys=False).test_client()
+    assert _keyless_and_keyed(client, keys) == [401] * 4
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.json["checks"]["keys"].startswith("invalid")

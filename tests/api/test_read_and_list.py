@@ -66,3 +66,20 @@ def test_an_expired_record_drops_out_of_the_list(client, auth, make_spec, r):
     r.delete(f"rf:job:{a}")  # what retention's expiry does
     assert [j["id"] for j in client.get("/v1/jobs", headers=auth("acme")).json["jobs"]] == [b]
     assert r.zrange("rf:tenant:acme:jobs", 0, -1) == [b]
+
+
+def test_result_url_is_the_public_one_when_the_farm_has_one(settings, r, auth, spec) -> None:
+    """Behind a proxy, the API's answers carry the same result URL as webhooks and job.json:
+    the farm's public address, not the host the request came to."""
+    from api.app import create_app
+    from farm.records import JobRecords
+
+    app = create_app(settings.model_copy(update={"public_url": "https://farm.example/"}))
+    client = app.test_client()
+    jid = client.post("/v1/jobs", json=spec, headers=auth("acme")).json["id"]
+    records = JobRecords(r, retention_seconds=3600)
+    assert records.start(jid, "w@t", holder="t:1", lease_seconds=60, max_attempts=3) == "running"
+    records.finish(jid, "succeeded", result={"key": "k", "format": "png", "url": ""})
+    got = client.get(f"/v1/jobs/{jid}", headers=auth("acme")).json
+    assert got["result"]["url"] == f"https://farm.example/v1/jobs/{jid}/result"
+    app.extensions["regionfarm"].close()

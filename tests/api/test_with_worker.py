@@ -78,7 +78,7 @@ def test_cancel_of_a_queued_job_means_it_never_starts(client, auth, spec, worker
     assert answer.json["finished_at"] is not None
     worker.start()
     skipped = wait_for(worker.skipped, what="the worker to drop the canceled job")
-    assert skipped == [{"job_id": job["id"], "status": "canceled"}]
+    assert skipped == [{"job_id": job["id"], "status": "ended:canceled"}]
     final = client.get(f"/v1/jobs/{job['id']}", headers=auth("acme")).json
     assert final["status"] == "canceled" and final["attempts"] == 0 and final["started_at"] is None
 

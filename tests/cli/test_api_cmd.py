@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from cli.api_cmd import public_url
 from farm.keys import add_key
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -156,6 +157,10 @@ def test_up_keeps_jobs_across_a_restart_and_finishes_the_queued_ones(tmp_path, m
         assert job_id.startswith("job_")
     finally:
         assert _stop(first) == 0
+    # The local tenant's webhook secret was made at the first start, private to its owner.
+    secret_file = data / "webhook-secret"
+    secret = secret_file.read_text().strip()
+    assert secret.startswith("whsec_") and secret_file.stat().st_mode & 0o777 == 0o600
     port_of_redis = url.rsplit(":", 1)[1].split("/")[0]
     pgrep = ["pgrep", "-f", f"redis-server.*{port_of_redis}"]
     assert subprocess.run(pgrep, check=False, capture_output=True, text=True).stdout == ""
@@ -171,6 +176,22 @@ def test_up_keeps_jobs_across_a_restart_and_finishes_the_queued_ones(tmp_path, m
             time.sleep(0.3)
     finally:
         assert _stop(second) == 0
+    # Kept across the restart, and printed once by each start, with the result URLs' base.
+    assert secret_file.read_text().strip() == secret
+    printed = log.read_text()
+    assert printed.count(secret) == 2
+    assert printed.count(f"result URLs (webhooks, job.json) point at {base}") == 2
+    assert job["result"]["url"] == f"{base}/v1/jobs/{job_id}/result"
+
+
+def test_up_makes_its_public_url_from_the_bind_address():
+    assert public_url("127.0.0.1", 8000) == "http://127.0.0.1:8000"
+    assert public_url("localhost", 80) == "http://localhost:80"
+    assert public_url("::1", 8000) == "http://[::1]:8000"
+    assert public_url("[::1]", 8000) == "http://[::1]:8000"
+    # A wildcard address is no address to reach: this machine's name instead.
+    assert public_url("0.0.0.0", 8000) == f"http://{socket.gethostname()}:8000"
+    assert public_url("::", 9) == f"http://{socket.gethostname()}:9"
 
 
 def test_readme_farm_commands_run_as_written(tmp_path, model_cache):

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from cli import submit_cmd
-from cli.client import ApiClient, ApiError, iter_sse
+from cli.client import STREAM_RETRIES, ApiClient, ApiError, SseCursor, iter_sse
 
 IMAGE = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40
 IMAGE_SHA = hashlib.sha256(IMAGE).hexdigest()
@@ -141,6 +141,8 @@ class ApiHandler(_Handler):
             return self.send_json(200, final)
         if tail == "events" and job_id == "job_slow":
             return self.send_chunked_events(final)
+        if tail == "events" and job_id in ("job_drop", "job_dead"):
+            return self.send_resumable_events(job_id, final)
         if tail == "events":
             return self.send_events(job_id, final)
         if tail == "result":
@@ -184,6 +186,32 @@ class ApiHandler(_Handler):
         for chunk in out:
             self.wfile.write(chunk.encode())
             self.wfile.flush()
+
+    def send_resumable_events(self, job_id: str, final: dict[str, Any]) -> None:
+        """Events with ids, as the farm sends them. job_drop: the first connection drops in
+        the middle of the 4th event; a reconnect with Last-Event-ID 3 gets the rest from
+        there. job_dead: every connection drops before any event."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        events = [
+            ("status", {"status": "running"}),
+            *[("progress", {"step": n, "total": 5}) for n in range(1, 6)],
+            ("job", final),
+        ]
+        blocks = ["retry: 10\n\n"] + [
+            f"id: {n}\nevent: {name}\ndata: {json.dumps(data)}\n\n"
+            for n, (name, data) in enumerate(events, 1)
+        ]
+        last = self.headers.get("Last-Event-ID")
+        if job_id == "job_dead":
+            out = blocks[0]
+        elif last is None:
+            out = "".join(blocks[:4]) + blocks[4][:20]  # cut off in the middle of event 4
+        else:
+            out = blocks[0] + "".join(blocks[int(last) + 1 :])
+        self.wfile.write(out.encode())
+        self.wfile.flush()
 
     def send_chunked_events(self, final: dict[str, Any]) -> None:
         """HTTP/1.1 chunked, as gunicorn streams: the first event, then the rest only once the
@@ -359,6 +387,52 @@ def test_iter_sse_follows_the_standard():
         b'data: {"never": ',  # the stream ends mid-event: dropped
     ]
     assert list(iter_sse(lines)) == [("message", "one\ntwo\n")]
+    cursor = SseCursor()
+    assert list(iter_sse(lines, cursor)) == [("message", "one\ntwo\n")]
+    # The id of the block that ended is kept; the cut-off event's would not be.
+    assert cursor == SseCursor(last_event_id="3", retry_ms=100)
+    cut = [b"id: 4\n", b"event: x\n", b"data: {}\n", b"retry: soon\n"]
+    assert list(iter_sse(cut, cursor)) == [] and cursor.last_event_id == "3"
+    assert cursor.retry_ms == 100  # a retry that is not a number is ignored
+
+
+def events_requests(farm: Farm, job_id: str) -> list[str | None]:
+    """The Last-Event-ID (None: none) of each request of the job's events stream."""
+    found = []
+    for _, path, headers, _ in farm.requests:
+        if path == f"/v1/jobs/{job_id}/events":
+            lowered = {k.lower(): v for k, v in headers.items()}
+            found.append(lowered.get("last-event-id"))
+    return found
+
+
+def test_follow_resumes_a_dropped_stream_with_last_event_id_missing_and_repeating_nothing(farm):
+    pauses: list[float] = []
+    client = ApiClient(farm.api_url, backoff=5.0)
+    events = list(client.follow("job_drop", on_retry=lambda exc, pause: pauses.append(pause)))
+    assert [d["step"] for n, d in events if n == "progress"] == [1, 2, 3, 4, 5]
+    assert [n for n, _ in events].count("status") == 1
+    assert events[-1] == ("job", farm.final_job("job_drop"))
+    assert events_requests(farm, "job_drop") == [None, "3"]
+    assert pauses == [0.01]  # the stream's retry: (10 ms), not the client's own backoff
+
+
+def test_follow_gives_up_after_its_retries_with_growing_pauses(farm):
+    pauses: list[float] = []
+    client = ApiClient(farm.api_url)
+    with pytest.raises(ApiError) as info:
+        list(client.follow("job_dead", on_retry=lambda exc, pause: pauses.append(pause)))
+    assert info.value.status == 0 and info.value.code == "stream_ended"
+    assert len(events_requests(farm, "job_dead")) == 1 + STREAM_RETRIES
+    assert pauses == [0.01 * 2**n for n in range(STREAM_RETRIES)]
+
+
+def test_follow_does_not_retry_what_retrying_cannot_change(farm):
+    farm.required_key = "rf_right"
+    with pytest.raises(ApiError) as info:
+        list(ApiClient(farm.api_url, key="rf_wrong").follow("job_drop"))
+    assert info.value.status == 401
+    assert len(events_requests(farm, "job_drop")) == 1
 
 
 def test_download_follows_the_redirect_without_the_api_key(farm, tmp_path):
@@ -464,6 +538,26 @@ def test_submit_falls_back_to_polling_when_the_stream_breaks(farm, tmp_path):
     assert submit(str(spec), "--url", farm.api_url, "--wait", "-o", str(out)) == 0
     assert out.read_bytes() == IMAGE
     assert any(m == "GET" and p == "/v1/jobs/job_broken" for m, p, _, _ in farm.requests)
+
+
+def test_submit_wait_resumes_a_dropped_stream_without_polling(farm, tmp_path, capsys):
+    spec = write_spec(tmp_path / "s.json", metadata={"case": "drop"})
+    out = tmp_path / "d.png"
+    assert submit(str(spec), "--url", farm.api_url, "--wait", "-o", str(out)) == 0
+    assert out.read_bytes() == IMAGE
+    assert events_requests(farm, "job_drop") == [None, "3"]
+    assert not any(p == "/v1/jobs/job_drop" for m, p, _, _ in farm.requests if m == "GET")
+    assert "resuming it in" in capsys.readouterr().err
+
+
+def test_submit_wait_polls_once_the_stream_cannot_be_resumed(farm, tmp_path, capsys):
+    spec = write_spec(tmp_path / "s.json", metadata={"case": "dead"})
+    out = tmp_path / "p.png"
+    assert submit(str(spec), "--url", farm.api_url, "--wait", "-o", str(out)) == 0
+    assert out.read_bytes() == IMAGE
+    assert len(events_requests(farm, "job_dead")) == 1 + STREAM_RETRIES
+    assert any(p == "/v1/jobs/job_dead" for m, p, _, _ in farm.requests if m == "GET")
+    assert "asking every" in capsys.readouterr().err
 
 
 def test_submit_of_a_failing_job_prints_the_error_and_exits_1(farm, tmp_path, capsys):

@@ -118,13 +118,33 @@ def test_toml_keeps_a_hand_written_secret_with_quotes(capsys, tmp_path):
     assert acme.webhook_secret == 'has "quotes" and \\\\ and ünïcode'
 
 
-@pytest.mark.parametrize("tenant", ["Acme", "-x", "a b", "a/b", "", "x" * 65, "ä"])
-def test_bad_tenant_exits_2_naming_tenant(capsys, tmp_path, tenant):
+BAD_TENANTS = ["acme\n", "a/b", "..", "../x", "Acme", "x" * 65, "-x", "a b", "", "ä", "\nacme"]
+
+
+@pytest.mark.parametrize("tenant", BAD_TENANTS)
+def test_bad_tenant_exits_2_naming_the_rule_and_writes_nothing(capsys, tmp_path, tenant):
     path = tmp_path / "keys.json"
     assert run_keys("add", "--file", str(path), "--", tenant) == 2
     captured = capsys.readouterr()
     assert "TENANT" in captured.err and captured.out == ""
+    assert "[a-z0-9][a-z0-9_-]{0,63}" in captured.err and "1 to 64 lowercase" in captured.err
     assert not path.exists()
+    # An existing file is not touched either (and no lock file is made beside it).
+    path.write_text('{"tenants": {}}')
+    assert run_keys("add", "--file", str(path), "--", tenant) == 2
+    assert path.read_text() == '{"tenants": {}}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keys.json"]
+
+
+def test_the_cli_refuses_what_the_keys_file_would_refuse(capsys, tmp_path):
+    # "acme\n" passed the old `^...$` + .match check and made a keys file that did not load.
+    path = tmp_path / "keys.json"
+    add(capsys, path, "acme")
+    for name in BAD_TENANTS:
+        run_keys("add", "--file", str(path), "--", name)
+    assert [t.name for t in load_keys(path).values()] == ["acme"]
+    with pytest.raises(ValueError, match="not allowed"):
+        add_key(path, "acme\n")
 
 
 def test_add_to_a_corrupt_file_exits_2_and_leaves_it(capsys, tmp_path):
@@ -172,7 +192,7 @@ def test_keyring_picks_up_a_new_key_after_the_file_changes(tmp_path):
     first = add_key(path, "acme")
     now = [0.0]
     ring = KeyRing(path, clock=lambda: now[0])
-    assert ring.enabled and ring.configured
+    assert ring.configured and ring.problem is None
     assert ring.lookup(first).name == "acme"
     assert ring.lookup("rf_wrong") is None and ring.lookup("") is None and ring.lookup(None) is None
 
@@ -197,11 +217,79 @@ def test_keyring_keeps_the_last_good_keys_when_the_file_breaks(tmp_path, caplog)
     assert ring.refresh() is False
     assert ring.lookup(key).name == "acme"
     assert str(path) in caplog.text
+    assert ring.configured and ring.problem.reason == "invalid"
+
+
+def _errors(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_a_broken_keys_file_is_logged_once_and_reported_until_it_is_fixed(tmp_path, caplog):
+    path = tmp_path / "keys.json"
+    key = add_key(path, "acme")
+    ring = KeyRing(path, check_interval=0)
+    with caplog.at_level("WARNING", logger="farm.keys"):
+        path.write_text('{"tenants": {"acme": ')
+        for _ in range(50):  # fifty requests while it is broken: one log line
+            assert ring.lookup(key).name == "acme"
+        assert len(_errors(caplog)) == 1 and str(path) in _errors(caplog)[0]
+        assert ring.problem.reason == "invalid" and str(path) in str(ring.problem)
+
+        path.unlink()  # another problem: logged once more, still the last good keys
+        for _ in range(20):
+            assert ring.lookup(key).name == "acme"
+        assert len(_errors(caplog)) == 2 and ring.problem.reason == "missing"
+
+        path.mkdir()  # in the way of the file: it cannot be read
+        assert ring.lookup(key).name == "acme" and ring.problem.reason == "unreadable"
+        path.rmdir()
+
+        fixed = add_key(path, "beta")
+        assert ring.lookup(fixed).name == "beta" and ring.problem is None
+        assert ring.lookup(key) is None  # the fixed file has no acme: its key is gone
+        assert "good again" in caplog.text
+        assert len(_errors(caplog)) == 3
+
+
+def test_a_chmod_that_makes_the_file_unreadable_is_seen(tmp_path, monkeypatch):
+    # chmod changes no mtime or size, only the ctime, which is part of the stamp.
+    path = tmp_path / "keys.json"
+    key = add_key(path, "acme")
+    ring = KeyRing(path, check_interval=0)
+    real_read = Path.read_text
+
+    def read(self, *args, **kwargs):
+        if self == path and not self.stat().st_mode & stat.S_IRUSR:
+            raise PermissionError(13, "Permission denied")  # what a non-root reader gets
+        return real_read(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", read)
+    path.chmod(0o200)
+    assert ring.lookup(key).name == "acme" and ring.problem.reason == "unreadable"
+    path.chmod(0o600)
+    assert ring.lookup(key).name == "acme" and ring.problem is None
+
+
+def test_a_keys_file_emptied_of_tenants_admits_nobody_and_stays_configured(tmp_path):
+    path = tmp_path / "keys.json"
+    key = add_key(path, "acme")
+    ring = KeyRing(path, check_interval=0)
+    for empty in ('{"tenants": {}}', "", "  \n"):
+        path.write_text(empty)
+        assert ring.lookup(key) is None, repr(empty)
+        assert ring.configured and ring.tenants() == [] and ring.problem is None
+        add_key(path, "acme")  # back to one tenant for the next round
+        assert ring.tenants() != []
+
+
+def test_keys_from_the_environment_are_configured_even_with_no_tenant():
+    ring = KeyRing.from_settings(None, '{"tenants": {}}')
+    assert ring.configured and ring.tenants() == [] and ring.problem is None
 
 
 def test_keyring_without_a_file_is_off(tmp_path):
     ring = KeyRing(None)
-    assert not ring.enabled and not ring.configured
+    assert not ring.configured and ring.problem is None
     assert ring.lookup("anything") is None and ring.refresh() is False
     with pytest.raises(KeysFileError, match="no such keys file"):
         KeyRing(tmp_path / "missing.json")
@@ -256,8 +344,40 @@ def test_missing_file_error_names_the_file(tmp_path):
         load_keys(tmp_path / "missing.json")
 
 
-def test_an_empty_tenants_table_loads_as_no_tenants(tmp_path):
+def test_an_empty_tenants_table_loads_as_no_tenants_and_auth_stays_on(tmp_path):
     path = tmp_path / "keys.json"
     path.write_text('{"tenants": {}}')
     assert load_keys(path) == {}
-    assert not KeyRing(path).enabled
+    assert KeyRing(path).configured  # a keys file with no tenant yet: auth on, nobody admitted
+    path.write_text("")  # as `touch` makes it
+    assert load_keys(path) == {} and KeyRing(path).configured
+
+
+def test_a_keys_file_with_no_tenant_is_auth_on_for_the_bind_check(tmp_path, capsys):
+    from cli.api_cmd import _check_bind
+    from schemas import Settings
+
+    path = tmp_path / "keys.json"
+    path.write_text('{"tenants": {}}')
+    with_file = Settings(api_keys_file=path, api_keys=None, data_dir=tmp_path)
+    assert _check_bind(with_file, "0.0.0.0", False) is None  # auth on: nobody is admitted
+    without = Settings(api_keys_file=None, api_keys=None, data_dir=tmp_path)
+    assert _check_bind(without, "0.0.0.0", False) == 2
+    assert "--insecure" in capsys.readouterr().err
+    assert _check_bind(without, "127.0.0.1", False) is None
+
+
+def test_the_regionfarm_command_refuses_bad_names_with_exit_2(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    binary = Path(sys.executable).parent / "regionfarm"
+    path = tmp_path / "keys.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGIONFARM_")}
+    for name in ("acme\n", "a/b", "..", "Acme", "x" * 65):
+        argv = [str(binary), "keys", "add", "--file", str(path), "--", name]
+        done = subprocess.run(argv, env=env, check=False, capture_output=True, text=True)
+        assert done.returncode == 2, (name, done.stderr)
+        assert "[a-z0-9][a-z0-9_-]{0,63}" in done.stderr and "Traceback" not in done.stderr
+        assert done.stdout == "" and not path.exists()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from farm.storage import make_storage
+from farm.storage import job_object_key, make_storage
 
 BIN = Path(sys.executable).parent / "regionfarm"
 pytestmark = pytest.mark.timeout(600)
@@ -81,6 +81,8 @@ def test_ten_jobs_over_two_workers_each_rendered_once_model_loaded_once_per_proc
 def test_kill_9_mid_render_runs_the_job_again_and_it_succeeds(
     api, workers, make_spec, wait_status, farm_settings
 ):
+    # The API as this test's client reaches it (Flask's test client calls it http://localhost).
+    workers.settings = farm_settings.model_copy(update={"public_url": "http://localhost"})
     (worker,) = workers.start(1)
     job = api.post("/v1/jobs", json=make_spec(width=768, height=512, steps=30,
                                                 regions=[])).json  # fmt: skip
@@ -102,6 +104,45 @@ def test_kill_9_mid_render_runs_the_job_again_and_it_succeeds(
     assert _objects(farm_settings, job["id"]) == ["image.png", "job.json"]
     assert restarted["started_at"] is not None
     print(f"killed to succeeded: {time.monotonic() - killed:.1f} s")
+    # job.json is the final job as the API answers it (this second attempt, the absolute
+    # result URL), plus the library versions and timings.
+    storage = make_storage(farm_settings)
+    key = job_object_key(storage.prefix, "local", job["id"], "job.json")
+    stored = json.loads(storage.get_bytes(key))
+    extras = {n: stored.pop(n) for n in ("versions", "timings", "unet_calls", "unet_samples")}
+    assert stored == restarted
+    assert stored["attempts"] == 2
+    assert stored["result"]["url"] == f"http://localhost/v1/jobs/{job['id']}/result"
+    assert extras["versions"]["torch"] and extras["timings"]["render_seconds"] > 0
+
+
+def test_a_rerun_whose_result_is_already_stored_keeps_it_and_job_json_says_the_rerun(
+    api, workers, make_spec, wait_status, farm_settings, r
+):
+    workers.settings = farm_settings.model_copy(update={"public_url": "http://localhost"})
+    job = api.post("/v1/jobs", json=make_spec()).json
+    # What a first attempt leaves when its worker dies after storing the result and before
+    # recording it: the image, its job.json, and the attempt counted in the record.
+    storage = make_storage(farm_settings)
+    image_key = job_object_key(storage.prefix, "local", job["id"], "image.png")
+    image = storage.put_bytes(image_key, b"stored by the first attempt", "image/png")
+    result = {"url": "", "key": image.key, "format": "png", "width": 256, "height": 256}
+    result.update(bytes=image.size, sha256=image.sha256, seed=1, render_seconds=0.5)
+    first = {**job, "status": "succeeded", "attempts": 1, "worker": "gone@host"}
+    first.update(result=result, versions={"torch": "first"}, timings={"render_seconds": 0.5})
+    json_key = job_object_key(storage.prefix, "local", job["id"], "job.json")
+    storage.put_bytes(json_key, json.dumps(first).encode(), "application/json")
+    r.hset(f"rf:job:{job['id']}", "attempts", 1)
+    workers.start(1)
+    final = wait_status(api, job["id"], ("succeeded", "failed"), timeout=120)
+    assert final["status"] == "succeeded" and final["attempts"] == 2, final
+    assert final["worker"].startswith("w0@")
+    assert final["result"]["sha256"] == image.sha256  # recorded from storage, not rendered
+    stored = json.loads(storage.get_bytes(json_key))
+    extras = {n: stored.pop(n) for n in ("versions", "timings")}
+    assert stored == final
+    assert stored["result"]["url"] == f"http://localhost/v1/jobs/{job['id']}/result"
+    assert extras == {"versions": {"torch": "first"}, "timings": {"render_seconds": 0.5}}
 
 
 def test_storage_down_for_10_s_during_uploads_every_job_still_succeeds(

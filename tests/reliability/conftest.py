@@ -386,8 +386,7 @@ class Farm:
         self.api_port = free_port()
         self.url = f"http://127.0.0.1:{self.api_port}"
         self.api_proc = self._spawn("api", [str(BIN), "api", "--host", "127.0.0.1", "--port",
-                                            str(self.api_port), "--workers", "2", "--threads",
-                                            "8"])  # fmt: skip
+                                            str(self.api_port), "--workers", "2"])  # fmt: skip
         self.counted = Counted()
         self._local = threading.local()
         self.r = redis.Redis.from_url(self.redis.url, decode_responses=True,

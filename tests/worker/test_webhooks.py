@@ -1,13 +1,17 @@
-"""Webhook delivery against a real local receiver: signatures, SSRF refusals, retries, pinning."""
+"""Webhook delivery against a real local receiver: signatures, SSRF refusals, retries, pinning,
+and the webhook task's secrets and result URLs."""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import itertools
 import json
 import socket
 import ssl
 import threading
+import types
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,7 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from farm.keys import KeyRing, add_key, load_keys
+from farm.records import new_record
+from schemas import Settings
 from worker import webhooks
+from worker.deliveries import WebhookSender
 from worker.webhooks import (
     EVENTS,
     WebhookRefused,
@@ -128,25 +136,51 @@ def _fake_dns(monkeypatch: pytest.MonkeyPatch, answers: dict[str, list[list[str]
     return looked_up
 
 
-# --- signatures -------------------------------------------------------------------------------
+# --- signatures: checked against the contract's formula, computed here ------------------------
 
 
-def test_signature_format_and_verify() -> None:
+def contract_v1(secret: str, body: bytes, timestamp: int) -> str:
+    """The contract's signature, written out: hex HMAC-SHA256 of "<t>.<body>" with the secret."""
+    signed = str(timestamp).encode() + b"." + body
+    return hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+
+
+def signature_parts(header: str) -> tuple[int, list[str]]:
+    """A `Regionfarm-Signature` header's t and v1 values, read as a receiver reads them."""
+    pairs = [part.split("=", 1) for part in header.split(",")]
+    assert all(len(pair) == 2 for pair in pairs), header
+    [timestamp] = [int(value) for key, value in pairs if key == "t"]
+    return timestamp, [value for key, value in pairs if key == "v1"]
+
+
+def test_signature_is_the_contracts_hmac() -> None:
     body = b'{"id":"j_1"}'
-    header = signature("s3cret", body, 1_700_000_000)
-    assert header.startswith("t=1700000000,v1=")
-    assert len(header.rpartition("v1=")[2]) == 64
-    assert verify("s3cret", body, header, now=1_700_000_000 + 299)
-    assert not verify("wrong", body, header, now=1_700_000_000)
-    assert not verify("s3cret", body + b" ", header, now=1_700_000_000)
-    assert not verify("s3cret", body, header, now=1_700_000_000 + 301)  # too old
-    assert not verify("s3cret", body, header, now=1_700_000_000 - 301)  # from the future
-    assert verify("s3cret", body, header, now=1_700_000_000 + 1000, tolerance_s=1000)
+    # Computed outside Python: printf '1700000000.{"id":"j_1"}' | openssl dgst -sha256 -hmac s3cret
+    known = "5e40fdae117ed2523b552b8869e12792a83fc730017a588355b467a6ccb516f7"
+    assert contract_v1("s3cret", body, 1_700_000_000) == known
+    assert signature("s3cret", body, 1_700_000_000) == f"t=1700000000,v1={known}"
+    assert signature("s3cret", b"", 5) == f"t=5,v1={contract_v1('s3cret', b'', 5)}"
+    unicode_secret = "whsec_\u00e9t\u00e9"  # UTF-8 bytes of the secret are the key
+    assert signature(unicode_secret, body, 7).endswith(contract_v1(unicode_secret, body, 7))
+
+
+def test_verify_accepts_what_the_contract_signs_and_nothing_else() -> None:
+    body, t = b'{"id":"j_1"}', 1_700_000_000
+    header = f"t={t},v1={contract_v1('s3cret', body, t)}"
+    assert verify("s3cret", body, header, now=t + 299)
+    assert not verify("wrong", body, header, now=t)
+    assert not verify("s3cret", body + b" ", header, now=t)
+    assert not verify("s3cret", body, header, now=t + 301)  # too old
+    assert not verify("s3cret", body, header, now=t - 301)  # from the future
+    assert verify("s3cret", body, header, now=t + 1000, tolerance_s=1000)
+    # The timestamp is signed too: the same v1 under another t does not verify.
+    assert not verify("s3cret", body, f"t={t + 1},v1={contract_v1('s3cret', body, t)}", now=t)
     # A rotated secret: a header carrying several v1 values verifies if any of them matches.
-    other = signature("old", body, 1_700_000_000).rpartition(",")[2]
-    assert verify("s3cret", body, f"{header},{other}", now=1_700_000_000)
-    for bad in ("", "t=abc,v1=00", "v1=00", "t=1700000000", "garbage"):
-        assert not verify("s3cret", body, bad, now=1_700_000_000)
+    assert verify("s3cret", body, f"{header},v1={contract_v1('old', body, t)}", now=t)
+    old_first = f"t={t},v1={contract_v1('old', body, t)},v1={contract_v1('s3cret', body, t)}"
+    assert verify("s3cret", body, old_first, now=t)
+    for bad in ("", "t=abc,v1=00", "v1=00", f"t={t}", "garbage"):
+        assert not verify("s3cret", body, bad, now=t)
 
 
 # --- deliveries to the local receiver ---------------------------------------------------------
@@ -177,9 +211,10 @@ def test_allowlisted_delivery_is_signed_and_complete(receiver: Receiver) -> None
     assert seen.headers["regionfarm-event"] == "job.succeeded"
     assert seen.headers["host"] == f"127.0.0.1:{receiver.port}"
     uuid.UUID(seen.headers["regionfarm-delivery"])
-    assert seen.headers["regionfarm-signature"].startswith(f"t={int(NOW)},v1=")
-    assert verify("s3cret", seen.body, seen.headers["regionfarm-signature"], now=NOW + 5)
-    assert not verify("other", seen.body, seen.headers["regionfarm-signature"], now=NOW)
+    timestamp, [v1] = signature_parts(seen.headers["regionfarm-signature"])
+    assert timestamp == int(NOW)
+    assert hmac.compare_digest(v1, contract_v1("s3cret", seen.body, timestamp))
+    assert v1 != contract_v1("other", seen.body, timestamp)
 
 
 @pytest.mark.parametrize("status", sorted(EVENTS))
@@ -200,12 +235,11 @@ def test_unfinished_job_is_a_caller_error(receiver: Receiver) -> None:
     assert receiver.requests == []
 
 
-def test_no_secret_no_signature(receiver: Receiver) -> None:
-    receiver.status = 204
-    assert deliver(receiver.url, JOB, secret=None, allowlist=["127.0.0.1"]) == 204
-    [seen] = receiver.requests
-    assert "regionfarm-signature" not in seen.headers
-    assert seen.headers["regionfarm-event"] == "job.succeeded"
+def test_every_delivery_is_signed_so_no_secret_sends_nothing(receiver: Receiver) -> None:
+    for secret in ("", None):
+        with pytest.raises(ValueError, match="every webhook is signed"):
+            deliver(receiver.url, JOB, secret=secret, allowlist=["127.0.0.1"])  # type: ignore[arg-type]
+    assert receiver.requests == []
 
 
 def test_allowlist_network_entry(receiver: Receiver) -> None:
@@ -458,3 +492,97 @@ def test_retry_delays_schedule() -> None:
     assert retry_delays(total_s=5) == []
     with pytest.raises(ValueError, match="first_s"):
         retry_delays(first_s=0)
+
+
+# --- the webhook task: whose secret, which result URL -------------------------------------------
+
+JOB_ID = "job_01JDX3Q7S9V5T0ZQ4W8N2C6B1A"
+
+
+class _Records:
+    def __init__(self, record: dict[str, str]) -> None:
+        self.record = record
+
+    def get(self, job_id: str) -> dict[str, str] | None:
+        return self.record if job_id == self.record["id"] else None
+
+
+def _finished(tenant: str, hook: str, result_url: str = "") -> dict[str, str]:
+    spec = {"model": "m", "kind": "regions", "priority": 5, "webhook": {"url": hook}}
+    record = new_record(job_id=JOB_ID, tenant=tenant, spec=spec)
+    key = f"{tenant}/{JOB_ID}/image.png"
+    result = {"url": result_url, "key": key, "format": "png", "bytes": 3, "sha256": "ab"}
+    record.update(status="succeeded", attempts="1", result=json.dumps(result))
+    return record
+
+
+def _send(sender: WebhookSender) -> None:
+    task = types.SimpleNamespace(request=types.SimpleNamespace(retries=0))
+    sender.task(task, JOB_ID)
+
+
+def test_the_local_tenant_is_signed_with_the_data_dirs_secret_and_an_absolute_result_url(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    settings = Settings(
+        redis_url="redis://127.0.0.1:1/0",
+        data_dir=tmp_path / "data",
+        public_url="http://farm.test:8000/",
+        webhook_allowlist=["127.0.0.1"],
+    )
+    record = _finished("local", f"{receiver.url}/hook")
+    no_keys = KeyRing.from_settings(None, None)
+    sender = WebhookSender(settings=settings, records=_Records(record), keys=no_keys, storage=None)
+    _send(sender)
+    _send(sender)
+    first, second = receiver.requests
+    # Made once in the data dir, readable only by its owner, and the same for every delivery.
+    secret_file = tmp_path / "data" / "webhook-secret"
+    assert secret_file.stat().st_mode & 0o777 == 0o600
+    secret = secret_file.read_text().strip()
+    for seen in (first, second):
+        timestamp, [v1] = signature_parts(seen.headers["regionfarm-signature"])
+        assert hmac.compare_digest(v1, contract_v1(secret, seen.body, timestamp))
+        job = json.loads(seen.body)
+        assert job["result"]["url"] == f"http://farm.test:8000/v1/jobs/{JOB_ID}/result"
+
+
+def test_a_keyed_tenant_is_signed_with_its_keys_file_secret_and_an_unknown_one_gets_nothing(
+    receiver: Receiver, tmp_path: Path
+) -> None:
+    keys_file = tmp_path / "keys.json"
+    add_key(keys_file, "acme")
+    [acme] = load_keys(keys_file).values()
+    settings = Settings(
+        redis_url="redis://127.0.0.1:1/0",
+        data_dir=tmp_path / "data",
+        webhook_allowlist=["127.0.0.1"],
+    )
+    keys = KeyRing.from_settings(keys_file, None)
+    stored_url = f"https://farm.example/v1/jobs/{JOB_ID}/result"
+    record = _finished("acme", f"{receiver.url}/hook", result_url=stored_url)
+    _send(WebhookSender(settings=settings, records=_Records(record), keys=keys, storage=None))
+    [seen] = receiver.requests
+    timestamp, [v1] = signature_parts(seen.headers["regionfarm-signature"])
+    assert hmac.compare_digest(v1, contract_v1(acme.webhook_secret, seen.body, timestamp))
+    # No public URL in this worker's settings: the URL the render worker stored is kept.
+    assert json.loads(seen.body)["result"]["url"] == stored_url
+    # A tenant without a secret (gone from the keys file) gets nothing rather than an
+    # unsigned call; and no secret file is made for it.
+    gone = _finished("gone", f"{receiver.url}/hook")
+    _send(WebhookSender(settings=settings, records=_Records(gone), keys=keys, storage=None))
+    assert len(receiver.requests) == 1
+    assert not (tmp_path / "data").exists()
+
+
+def test_the_readmes_receiver_snippet_accepts_a_delivery_and_refuses_a_forgery() -> None:
+    """The README shows receivers how to check a signature; its snippet must work as written."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    [snippet] = [b for b in readme.split("```python\n")[1:] if "compare_digest" in b]
+    snippet = snippet.split("```")[0]
+    body, secret = b'{"id":"job_1","status":"succeeded"}', "whsec_readme"
+    header = webhooks.signature(secret, body, 1_700_000_000)
+    for key, want in ((secret, True), ("whsec_other", False)):
+        scope = {"hmac": hmac, "hashlib": hashlib, "header": header, "body": body, "secret": key}
+        exec(snippet, scope)  # noqa: S102 (the README's own text, run as a receiver runs it)
+        assert scope["ok"] is want
