@@ -262,7 +262,9 @@ def _row(
 class Bench:
     """The loaded model, the panorama pipeline on its modules, and how to run each job."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, model=None, models=None) -> None:
+        """Loads `args.model` from the models file, or takes a loaded `model` (bench/gpu.py's
+        random full-size ones) with the `models` that specs are validated against."""
         import torch
 
         from schemas import Settings, ValidationContext, load_models
@@ -273,29 +275,35 @@ class Bench:
         quiet_libraries()
         self.settings = Settings()
         configure_torch(args.threads or self.settings.torch_threads)
-        self.models = load_models(self.settings.models_file)
-        if args.model not in self.models:
-            raise SystemExit(f"bench: no model {args.model!r} in the models file")
+        self.models = models if models is not None else load_models(self.settings.models_file)
+        name = model.name if model is not None else args.model
+        if name not in self.models:
+            raise SystemExit(f"bench: no model {name!r} in the models file")
         self.ctx = ValidationContext.from_settings(
             self.settings, self.models, resolve_webhook_hosts=False
         )
-        self.device = pick_device(args.device)
-        self.model = load_model(
-            self.models[args.model], device=self.device, cache_dir=self.settings.model_cache
-        )
+        if model is None:
+            device = pick_device(args.device)
+            model = load_model(
+                self.models[name], device=device, cache_dir=self.settings.model_cache
+            )
+        self.model, self.device = model, model.device
         _sync(self.device)
         self.loaded_bytes = (
             torch.cuda.memory_allocated(self.device) if self.device.type == "cuda" else 0
         )
-        self.panorama = self._panorama_pipeline()
+        self._panorama = None
         self.args = args
 
-    def _panorama_pipeline(self):
+    @property
+    def panorama(self):
         """diffusers' StableDiffusionPanoramaPipeline on the very modules of our loaded model
         (its UNet has the LCM-LoRA fused), with a DDIM scheduler of the model's config."""
         from worker.render.baseline import diffusers_panorama_pipeline
 
-        return diffusers_panorama_pipeline(self.model)
+        if self._panorama is None:
+            self._panorama = diffusers_panorama_pipeline(self.model)
+        return self._panorama
 
     def _probe(self) -> Probe:
         return Probe(self.model.pipe.unet, self.device, self.loaded_bytes)
@@ -334,7 +342,8 @@ class Bench:
     def spec(self, data: dict[str, Any]):
         from schemas import normalize_spec, parse_spec
 
-        spec, _ = normalize_spec(parse_spec({**data, "model": self.args.model}, self.ctx), self.ctx)
+        data = {**data, "model": self.model.name}
+        spec, _ = normalize_spec(parse_spec(data, self.ctx), self.ctx)
         return spec
 
     def ours(self, key: str, job: str, data: dict[str, Any], cap: int | None) -> Row:

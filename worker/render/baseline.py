@@ -28,6 +28,7 @@ __all__ = [
     "BaselineView",
     "baseline_views",
     "baseline_window",
+    "diffusers_ddim_pipeline",
     "diffusers_panorama_pipeline",
     "render_baseline",
 ]
@@ -377,10 +378,19 @@ def diffusers_panorama_pipeline(model: LoadedModel):
     """diffusers' StableDiffusionPanoramaPipeline on the very modules of `model` (its LoRA
     fused into the shared UNet) with a DDIM scheduler of the same config: the reference this
     mode reproduces, for tests and benchmarks."""
-    from diffusers import DDIMScheduler, StableDiffusionPanoramaPipeline
+    from diffusers import StableDiffusionPanoramaPipeline
+
+    return diffusers_ddim_pipeline(model, StableDiffusionPanoramaPipeline)
+
+
+def diffusers_ddim_pipeline(model: LoadedModel, pipeline_class):
+    """A diffusers SD1.5 pipeline of `pipeline_class` (StableDiffusionPipeline, the panorama
+    one, ...) on the very modules of `model`, with a DDIM scheduler of the same config and no
+    progress bar; for the references that tests and benchmarks compare against."""
+    from diffusers import DDIMScheduler
 
     pipe = model.pipe
-    panorama = StableDiffusionPanoramaPipeline(
+    built = pipeline_class(
         vae=pipe.vae,
         text_encoder=pipe.text_encoder,
         tokenizer=pipe.tokenizer,
@@ -390,5 +400,5 @@ def diffusers_panorama_pipeline(model: LoadedModel):
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    panorama.set_progress_bar_config(disable=True)
-    return panorama
+    built.set_progress_bar_config(disable=True)
+    return built

@@ -5,22 +5,36 @@ from __future__ import annotations
 import torch
 
 
-def bbox_center_shifts(masks: torch.Tensor) -> list[tuple[int, int]]:
-    """For (P, 1, h, w) masks: per region (dy, dx) = centre of the box of pixels > 0 minus the
-    view centre, centre = (lo + hi + 1) // 2. An empty mask gets (0, 0) (its weight is 0 anyway;
-    the reference rolled it by half the view for nothing)."""
-    shifts = []
+def box_bounds(masks: torch.Tensor) -> torch.Tensor:
+    """For (..., h, w) masks: (..., 4) long tensor of the box of pixels > 0, [top, bottom, left,
+    right] with bottom and right inclusive, on the masks' device (no copy to the host). An
+    empty mask gives [0, h - 1, 0, w - 1]; callers read only boxes of non-empty masks."""
     h, w = masks.shape[-2:]
-    for m in masks:
-        rows = torch.nonzero(m.reshape(h, w).amax(dim=1) > 0).flatten()
-        cols = torch.nonzero(m.reshape(h, w).amax(dim=0) > 0).flatten()
-        if rows.numel() == 0 or cols.numel() == 0:
-            shifts.append((0, 0))
-            continue
-        cy = (int(rows[0]) + int(rows[-1]) + 1) // 2
-        cx = (int(cols[0]) + int(cols[-1]) + 1) // 2
-        shifts.append((cy - h // 2, cx - w // 2))
-    return shifts
+    rows = (masks.amax(dim=-1) > 0).to(torch.uint8)  # (..., h)
+    cols = (masks.amax(dim=-2) > 0).to(torch.uint8)  # (..., w)
+    top, left = rows.argmax(dim=-1), cols.argmax(dim=-1)  # the first maximum
+    bottom = h - 1 - rows.flip(-1).argmax(dim=-1)
+    right = w - 1 - cols.flip(-1).argmax(dim=-1)
+    return torch.stack([top, bottom, left, right], dim=-1)
+
+
+def center_shift(box, size: tuple[int, int]) -> tuple[int, int]:
+    """(dy, dx) = centre of a [top, bottom, left, right] box minus the view centre, where a
+    centre is (lo + hi + 1) // 2."""
+    top, bottom, left, right = (int(v) for v in box)
+    h, w = size
+    return ((top + bottom + 1) // 2 - h // 2, (left + right + 1) // 2 - w // 2)
+
+
+def bbox_center_shifts(masks: torch.Tensor) -> list[tuple[int, int]]:
+    """For (P, 1, h, w) masks: per region the shift that centres its box in the view. An empty
+    mask gets (0, 0) (its weight is 0 anyway; the reference rolled it by half the view for
+    nothing)."""
+    size = tuple(masks.shape[-2:])
+    flat = masks.reshape(masks.shape[0], *size)
+    empty = (flat.flatten(1).amax(dim=1) <= 0).tolist()
+    boxes = box_bounds(flat).tolist()
+    return [(0, 0) if e else center_shift(b, size) for e, b in zip(empty, boxes)]
 
 
 def roll_each(x: torch.Tensor, shifts: list[tuple[int, int]], sign: int) -> torch.Tensor:

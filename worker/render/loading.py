@@ -162,11 +162,7 @@ def load_model(
     pipe.scheduler = make_scheduler(entry.scheduler, pipe.scheduler.config)
     if entry.lora:
         _fuse_lora(pipe, entry, cache_dir)
-    pipe.to(dev)
-    if getattr(pipe.vae.config, "force_upcast", False) and dtype == torch.float16:
-        # SDXL's VAE overflows in fp16 (NaN images): it encodes and decodes in fp32.
-        pipe.vae.to(torch.float32)
-    pipe.set_progress_bar_config(disable=True)
+    place(pipe, entry.family, dev, dtype)
     tiny_vae = _load_tiny_vae(entry, dev, dtype, cache_dir) if entry.tiny_vae else None
     LOAD_COUNT += 1
     seconds = time.perf_counter() - started
@@ -183,6 +179,19 @@ def load_model(
         load_seconds=seconds,
         versions=library_versions(),
     )
+
+
+def place(pipe, family: str, device: torch.device, dtype: torch.dtype) -> None:
+    """Move a loaded pipeline to its device, the VAE in fp32 where fp16 would overflow: SDXL's
+    (its config says `force_upcast`). SD1.5's VAE runs in fp16, as its diffusers pipeline runs
+    it (its config leaves `force_upcast` at diffusers' default, true, which that pipeline
+    ignores)."""
+    pipe.to(device)
+    upcast = getattr(pipe.vae.config, "force_upcast", False)
+    if family == "sdxl" and upcast and dtype == torch.float16:
+        # SDXL's VAE overflows in fp16 (NaN images): it encodes and decodes in fp32.
+        pipe.vae.to(torch.float32)
+    pipe.set_progress_bar_config(disable=True)
 
 
 def make_scheduler(name: str, config):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from .aggregate import Accumulator
-from .centering import bbox_center_shifts, roll_each
+from .centering import box_bounds, center_shift, roll_each
 from .conditioning import Embeds, time_ids
 from .defaults import (
     BOOTSTRAP_MIX_STEPS,
@@ -54,11 +54,96 @@ class SamplerInputs:
     guidance_rescale: float = 0.0
 
 
-def _randn(shape, inputs: SamplerInputs, like: torch.Tensor) -> torch.Tensor:
-    # Noise is drawn on the CPU from the job's generator, so a seed gives the same noise on
-    # every device, and drawn for the whole canvas, so skipping or batching views cannot change
-    # which numbers go where.
-    return torch.randn(shape, generator=inputs.generator, dtype=torch.float32).to(like)
+class _Noise:
+    """Every noise draw of a job, in the order the loop takes them. Drawn on the CPU from the
+    job's generator, so a seed gives the same noise on every device, and for the whole canvas,
+    so skipping or batching views cannot change which numbers go where; copied to the device
+    in one transfer before the loop (the loop never waits on a host-to-device copy)."""
+
+    def __init__(self, inputs: SamplerInputs, shape, count: int, device: torch.device):
+        draws = [
+            torch.randn(shape, generator=inputs.generator, dtype=torch.float32)
+            for _ in range(count)
+        ]
+        self.all, self.taken = torch.cat(draws).to(device), 0
+
+    def take(self) -> torch.Tensor:
+        self.taken += 1
+        return self.all[self.taken - 1 : self.taken]
+
+
+def _noise_draws(inputs: SamplerInputs) -> int:
+    """How many draws `sample` takes: the initial latent; with LCM, one per bootstrap step and
+    one per step but the last (Euler reuses the initial noise)."""
+    total = len(inputs.schedule)
+    if inputs.schedule.sampler == "euler":
+        return 1
+    return 1 + min(inputs.bootstrap_steps, total) + total - 1
+
+
+@dataclass
+class _Plan:
+    """What the masks decide about the loop, read in two device-to-host copies before it starts:
+    per step and view the active regions (their ids as a list and on the device) and, while
+    bootstrapping, each active region's centering shift. The loop then branches on these
+    lists only, never on tensor values (HOST_SYNCS_PER_STEP)."""
+
+    active: list[list[list[int]]]
+    index: list[list[torch.Tensor]]
+    shifts: list[list[list[tuple[int, int]]]]
+    time_ids: list[torch.Tensor | None]
+
+
+def _plan(inputs: SamplerInputs, device: torch.device) -> _Plan:
+    """The loop's plan from the per-step masks (see `_Plan`)."""
+    total = len(inputs.schedule)
+    boot = min(inputs.bootstrap_steps, total)
+    claims, boxes = [], []
+    for view in inputs.views:
+        masks = view.take(inputs.masks)  # (R, T, 1, hv, wv)
+        claims.append(masks.flatten(2).amax(dim=2) > 0)  # (R, T)
+        boxes.append(box_bounds(masks[:, :boot, 0]))  # (R, boot, 4)
+    claims_host = torch.stack(claims).tolist() if claims else []  # (V, R, T)
+    boxes_host = torch.stack(boxes).tolist() if boxes else []  # (V, R, boot, 4)
+    active = [
+        [[r for r, claim in enumerate(view_claims) if claim[i]] for view_claims in claims_host]
+        for i in range(total)
+    ]
+    flat = [r for step in active for ids in step for r in ids]
+    flat_device = torch.tensor(flat, dtype=torch.long).to(device)
+    index, start = [], 0
+    for step in active:
+        index.append([])
+        for ids in step:
+            index[-1].append(flat_device[start : start + len(ids)])
+            start += len(ids)
+    shifts = [
+        [
+            [center_shift(boxes_host[v][r][i], _view_size(view)) for r in active[i][v]]
+            for v, view in enumerate(inputs.views)
+        ]
+        for i in range(boot)
+    ]
+    ids = [None] * len(inputs.views)
+    if inputs.cond.pooled is not None and inputs.views:
+        crops = [(v.top * LATENT_SCALE, v.left * LATENT_SCALE) for v in inputs.views]
+        rows = time_ids(inputs.canvas, crops).to(device, inputs.cond.pooled.dtype)
+        ids = [rows[v : v + 1] for v in range(len(inputs.views))]
+    return _Plan(active=active, index=index, shifts=shifts, time_ids=ids)
+
+
+def _view_size(view: View) -> tuple[int, int]:
+    return (view.bottom - view.top, view.right - view.left)
+
+
+HOST_SYNCS_PER_STEP = 0
+"""Host syncs the engine makes per denoising step (copies between host and device, reading a
+tensor's value): none. The loop waits only in the caller's callbacks (progress, previews; a
+cancel check reads no tensor). The syncs before the loop: HOST_SYNCS_BEFORE_LOOP."""
+
+HOST_SYNCS_BEFORE_LOOP = 6
+"""The sampler's setup: two reads of the masks (active regions, centering boxes) and four
+uploads (region ids, SDXL's time ids, the timesteps, the noise)."""
 
 
 @torch.no_grad()
@@ -85,28 +170,32 @@ def sample(
     sched = inputs.schedule
     total = len(sched)
     euler = sched.sampler == "euler"
-    x = _randn(latent_shape, inputs, inputs.masks)  # the generator's first draw
+    plan = _plan(inputs, device)
+    noise_stream = _Noise(inputs, latent_shape, _noise_draws(inputs), device)
+    timesteps = torch.tensor(sched.timesteps).to(device)
+    x = noise_stream.take()  # the generator's first draw
     initial_noise = x if euler else None
     x0_mix = x
     for i in range(total):
         _check_cancel(should_cancel)
         boot = None
         if i < inputs.bootstrap_steps:
-            boot = _bootstrap_background(i, x, inputs, latent_shape, initial_noise)
+            fresh = initial_noise if initial_noise is not None else noise_stream.take()
+            boot = _bootstrap_background(i, x, inputs, fresh)
         acc = Accumulator(latent_shape, device, noise=euler)
         pairs = [
-            p
-            for view, tile_weight in zip(inputs.views, inputs.view_weights, strict=True)
-            if (p := _prepare_view(i, x, boot, view, tile_weight, inputs)) is not None
+            _prepare_view(i, x, boot, v, inputs, plan)
+            for v in range(len(inputs.views))
+            if plan.active[i][v]  # no region claims a pixel here at this step: weight 0
         ]
-        _run_pairs(unet, i, pairs, inputs, acc, batch, should_cancel)
+        _run_pairs(unet, (i, timesteps[i]), pairs, inputs, acc, batch, should_cancel)
         x0_mix = acc.result(inputs.background)
         if i + 1 < total:
             if euler:
                 fill = initial_noise if inputs.background is not None else None
                 noise = acc.noise_result(fill)
             else:
-                noise = _randn(latent_shape, inputs, x0_mix)
+                noise = noise_stream.take()
             x = sched.renoise(i + 1, x0_mix, noise)
         if on_latent is not None:
             on_latent(i + 1, x0_mix)
@@ -120,13 +209,12 @@ def _check_cancel(should_cancel: CancelCheck | None) -> None:
         raise RenderCanceled("the render was canceled")
 
 
-def _bootstrap_background(i, x, inputs: SamplerInputs, shape, initial_noise) -> torch.Tensor:
+def _bootstrap_background(i, x, inputs: SamplerInputs, noise) -> torch.Tensor:
     """The noised background each region's copy sees outside its mask at bootstrap step i:
     white, turning into the fixed background (or the current latent) as i passes the mix steps.
     Noised with fresh noise (LCM) or with the initial noise (Euler, deterministic)."""
     sched = inputs.schedule
     r = min(1.0, max(0.0, BOOTSTRAP_MIX_STEPS - i))
-    noise = initial_noise if initial_noise is not None else _randn(shape, inputs, x)
     if inputs.background is not None:
         clean = r * inputs.white + (1 - r) * inputs.background
         return sched.renoise(i, clean, noise)
@@ -140,32 +228,47 @@ class _ViewPairs:
     """The active regions of one view at one step, ready for the UNet."""
 
     view: View
-    active: list[int]
+    count: int
     xs: torch.Tensor  # (P, C, hv, wv) the view's latent per active region (rolled if bootstrapping)
     masks: torch.Tensor  # (P, 1, hv, wv)
     tile_weight: torch.Tensor
-    shifts: torch.Tensor | None
+    cond: Embeds
+    uncond: Embeds | None
+    time_ids: torch.Tensor | None  # (P, 6), SDXL
+    shifts: list[tuple[int, int]] | None
     b_view: torch.Tensor | None
 
 
-def _prepare_view(i, x, boot, view, tile_weight, inputs: SamplerInputs) -> _ViewPairs | None:
-    masks = view.take(inputs.masks[:, i])  # (R, 1, h, w)
-    active = torch.nonzero(masks.flatten(1).amax(dim=1) > 0).flatten().tolist()
-    if not active:  # no region claims a pixel here at this step: its weight would be 0
-        return None
-    masks = masks[active]
-    xs = view.take(x).expand(len(active), -1, -1, -1)
+def _prepare_view(i, x, boot, v: int, inputs: SamplerInputs, plan: _Plan) -> _ViewPairs:
+    view, index = inputs.views[v], plan.index[i][v]
+    count = len(plan.active[i][v])
+    masks = view.take(inputs.masks[:, i]).index_select(0, index)  # (P, 1, hv, wv)
+    xs = view.take(x).expand(count, -1, -1, -1)
     shifts = b_view = None
     if boot is not None:
         b_view = view.take(boot)
         xs = (1 - masks) * b_view + masks * xs
-        shifts = bbox_center_shifts(masks)
+        shifts = plan.shifts[i][v]
         xs = roll_each(xs, shifts, sign=-1)
-    return _ViewPairs(view, active, xs, masks, tile_weight, shifts, b_view)
+    ids = plan.time_ids[v]
+    return _ViewPairs(
+        view=view,
+        count=count,
+        xs=xs,
+        masks=masks,
+        tile_weight=inputs.view_weights[v],
+        cond=inputs.cond[index],
+        uncond=inputs.uncond[index] if inputs.uncond is not None else None,
+        time_ids=ids.expand(count, -1) if ids is not None else None,
+        shifts=shifts,
+        b_view=b_view,
+    )
 
 
-def _run_pairs(unet, i, pairs: list[_ViewPairs], inputs: SamplerInputs, acc, batch, cancel):
-    """Denoise every pair of a step, `batch.size` pairs per UNet call, into the accumulator."""
+def _run_pairs(unet, step, pairs: list[_ViewPairs], inputs: SamplerInputs, acc, batch, cancel):
+    """Denoise every pair of a step, `batch.size` pairs per UNet call, into the accumulator.
+    `step` is the step number and its timestep on the device."""
+    i, t = step
     queue = list(pairs)
     while queue:
         _check_cancel(cancel)
@@ -174,19 +277,25 @@ def _run_pairs(unet, i, pairs: list[_ViewPairs], inputs: SamplerInputs, acc, bat
         shape = queue[0].xs.shape[-2:]
         chunk, rest, count = [], [], 0
         for p in queue:
-            if p.xs.shape[-2:] == shape and (not chunk or count + len(p.active) <= batch.size):
+            if p.xs.shape[-2:] == shape and (not chunk or count + p.count <= batch.size):
                 chunk.append(p)
-                count += len(p.active)
+                count += p.count
             else:
                 rest.append(p)
         queue = rest
         xs = torch.cat([p.xs for p in chunk])
-        active = [k for p in chunk for k in p.active]
-        crops = [(p.view.top * LATENT_SCALE, p.view.left * LATENT_SCALE)
-                 for p in chunk for _ in p.active]  # fmt: skip
+        cond = Embeds.cat([p.cond for p in chunk])
+        uncond = Embeds.cat([p.uncond for p in chunk]) if inputs.uncond is not None else None
+        ids = torch.cat([p.time_ids for p in chunk]) if cond.pooled is not None else None
         out = batch.run(
-            lambda a, b, xs=xs, active=active, crops=crops: _predict(
-                unet, xs[a:b], i, active[a:b], crops[a:b], inputs
+            lambda a, b, xs=xs, cond=cond, uncond=uncond, ids=ids: _predict(
+                unet,
+                xs[a:b],
+                t,
+                cond[a:b],
+                uncond[a:b] if uncond is not None else None,
+                ids[a:b] if ids is not None else None,
+                inputs,
             ),
             len(xs),
         )
@@ -196,9 +305,9 @@ def _run_pairs(unet, i, pairs: list[_ViewPairs], inputs: SamplerInputs, acc, bat
         eps_all = sched.noise_of(i, xs32, x0_all) if sched.sampler == "euler" else None
         start = 0
         for p in chunk:
-            x0 = x0_all[start : start + len(p.active)]
-            eps = eps_all[start : start + len(p.active)] if eps_all is not None else None
-            start += len(p.active)
+            x0 = x0_all[start : start + p.count]
+            eps = eps_all[start : start + p.count] if eps_all is not None else None
+            start += p.count
             weight = p.masks
             if p.shifts is not None:
                 x0 = roll_each(x0, p.shifts, sign=+1)
@@ -246,24 +355,21 @@ def auto_view_batch(device: torch.device, window: tuple[int, int], setting: int 
     return int(max(1, min(MAX_VIEW_BATCH, free * 0.5 // per_pair)))
 
 
-def _predict(unet, xs: torch.Tensor, i: int, active: list[int], crops, inputs: SamplerInputs):
+def _predict(unet, xs, t, cond: Embeds, uncond: Embeds | None, ids, inputs: SamplerInputs):
     """The UNet's guided prediction; the unconditional half only when guidance > 1. SDXL's
-    added conditioning (pooled embedding, size and the view's crop) goes with every pair."""
-    t = torch.tensor(inputs.schedule.timesteps[i], device=xs.device)
-    dtype = unet.dtype
-    cond = inputs.cond[active]
-    guided = inputs.uncond is not None
-    embeds = Embeds.cat([inputs.uncond[active], cond]) if guided else cond
+    added conditioning (pooled embedding, size and the view's crop: `ids`) goes with every
+    pair."""
+    guided = uncond is not None
+    embeds = Embeds.cat([uncond, cond]) if guided else cond
     passes = 2 if guided else 1
     extra = {}
     if embeds.pooled is not None:
-        ids = time_ids(inputs.canvas, crops).repeat(passes, 1)
         extra["added_cond_kwargs"] = {
             "text_embeds": embeds.pooled,
-            "time_ids": ids.to(xs.device, embeds.pooled.dtype),
+            "time_ids": ids.repeat(passes, 1),
         }
     sample = torch.cat([xs, xs]) if guided else xs
-    out = unet(sample.to(dtype), t, encoder_hidden_states=embeds.hidden, **extra).sample
+    out = unet(sample.to(unet.dtype), t, encoder_hidden_states=embeds.hidden, **extra).sample
     if not guided:
         return out
     uncond_out, cond_out = out.chunk(2)
