@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask import Flask, g, request
 
 from api.errors import ApiError
 from api.state import state
 from farm.local_tenant import LOCAL_TENANT
 
-__all__ = ["LOCAL_TENANT", "PUBLIC_PATHS", "install_auth", "tenant"]
+__all__ = ["LOCAL_TENANT", "PUBLIC_PATHS", "install_auth", "still_admitted", "tenant"]
 
 PUBLIC_PATHS = frozenset({"/v1/openapi.json"})
 """Paths under /v1 that need no key; everything outside /v1 needs none either."""
@@ -17,6 +19,22 @@ PUBLIC_PATHS = frozenset({"/v1/openapi.json"})
 def tenant() -> str:
     """The tenant of the current request (set before the view runs)."""
     return g.tenant
+
+
+def still_admitted() -> Callable[[], bool]:
+    """For an answer that outlives its request (an event stream): a check, to call now and
+    then, that the request's key still admits its tenant. A key removed from the keys file
+    ends such a stream, as it refuses new requests."""
+    keys, who = state().keys, tenant()
+    if not keys.configured:
+        return lambda: True
+    token = request.headers.get("Authorization", "").partition(" ")[2].strip()
+
+    def check() -> bool:
+        found = keys.lookup(token)
+        return found is not None and found.name == who
+
+    return check
 
 
 def _authenticate() -> str:

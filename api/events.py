@@ -6,17 +6,18 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from flask import Response, request, stream_with_context
 
+from api.auth import still_admitted
 from api.state import state
 from api.urls import job_result_url
 from farm.records import EventLog, to_public
 from farm.redis_conn import redis_errors
+from schemas.identifiers import is_event_id
 from schemas.job import FINAL_STATUSES
 
 __all__ = ["KEEPALIVE_SECONDS", "RETRY_MS", "stream"]
@@ -32,7 +33,6 @@ WAIT_MS = 5000
 once; under the Redis client's 10 s socket timeout)."""
 RETRY_MS = 1000
 """Sent as the stream's `retry:`: milliseconds a client waits before it reconnects."""
-_EVENT_ID = re.compile(r"\d{1,20}-\d{1,20}")
 
 
 def _event(name: str, data: Any, event_id: str) -> str:
@@ -49,7 +49,7 @@ def resume_point(last_event_id: str | None, log: EventLog) -> str | None:
     """Where a client that saw `last_event_id` resumes in `log`; None when it cannot (no id,
     an id this job's log never gave, or one whose successors were dropped from a full log):
     it gets the snapshot of a new client instead."""
-    if last_event_id is None or not _EVENT_ID.fullmatch(last_event_id.strip()):
+    if last_event_id is None or not is_event_id(last_event_id.strip()):
         return None
     seen = _position(last_event_id.strip())
     if seen > _position(log.last):
@@ -65,6 +65,7 @@ def stream(job_id: str, tenant: str) -> Response:
     records = state().records
     result_url = job_result_url(job_id)
     last_event_id = request.headers.get("Last-Event-ID")
+    admitted = still_admitted()
 
     def with_preview(entries: list[tuple[str, str, Any]]) -> list[tuple[str, str, Any]]:
         """The log keeps progress without its preview: the newest one gets the record's."""
@@ -115,6 +116,8 @@ def stream(job_id: str, tenant: str) -> Response:
                 return
             if now - last_check > RECHECK_SECONDS:
                 last_check = now
+                if not admitted():  # its key was removed or replaced: the stream ends
+                    return
                 record = records.get(job_id, tenant)
                 if record is None:
                     return

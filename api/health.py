@@ -38,19 +38,29 @@ def readyz() -> Response:
     except StorageError as exc:
         checks["storage"] = f"down: {exc}"
     labels = {"broker": "broker down", "storage": "storage down"}
+    degraded = False
     if st.keys.configured:
         problem = st.keys.problem
         checks["keys"] = "ok"
         if problem is not None:
             # Only the kind of problem: the full message (in the log) can name tenants.
-            checks["keys"] = (
-                f"{problem.reason}: the API keys file cannot be used, so the keys loaded before "
-                "stay in use; the API log says what is wrong"
-            )
-            labels["keys"] = f"API keys file {problem.reason}"
-    down = sorted(name for name, value in checks.items() if value != "ok")
+            if st.keys.loaded:
+                # Still serving with the last good keys: ready, but say so. Every replica reads
+                # the same file, so a 503 here would take them all out of service at once.
+                checks["keys"] = (
+                    f"{problem.reason}: the API keys file cannot be used, so the keys loaded "
+                    "before stay in use; the API log says what is wrong"
+                )
+                degraded = True
+            else:
+                checks["keys"] = (
+                    f"{problem.reason}: the API keys file cannot be used and this process has "
+                    "no keys loaded before, so it admits nobody; the API log says what is wrong"
+                )
+                labels["keys"] = f"API keys file {problem.reason}"
+    down = sorted(name for name, value in checks.items() if value != "ok" and name in labels)
     if not down:
-        return jsonify({"status": "ok", "checks": checks})
+        return jsonify({"status": "degraded" if degraded else "ok", "checks": checks})
     if set(down) - {"keys"}:  # the key ring logs its own problem, once
         log.warning("not ready: %s", checks)
     details = [{"loc": [name], "msg": checks[name]} for name in down]

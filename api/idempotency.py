@@ -15,11 +15,10 @@ from flask import Response
 
 from api.errors import ApiError
 from schemas.defaults import IDEMPOTENCY_TTL
-from schemas.identifiers import IDEMPOTENCY_KEY_RULE, MAX_IDEMPOTENCY_KEY_CHARS, is_idempotency_key
+from schemas.identifiers import IDEMPOTENCY_KEY_RULE, is_idempotency_key
 
-__all__ = ["MAX_KEY_CHARS", "REPLAYED_HEADER", "Claim", "claim"]
+__all__ = ["REPLAYED_HEADER", "Claim", "claim"]
 
-MAX_KEY_CHARS = MAX_IDEMPOTENCY_KEY_CHARS
 WAIT_SECONDS = 30.0
 """How long a second request waits for the first one with its key to finish."""
 POLL_SECONDS = 0.02

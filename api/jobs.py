@@ -65,11 +65,11 @@ def _submit(route: str, build) -> Response:
     try:
         prepared = prepare_one(raw, who) if route == "job" else prepare_batch(raw, who)
         records = enqueue(who, prepared if isinstance(prepared, list) else [prepared])
+        response = build(records)
     except BaseException:
         if held is not None:
-            held.release()
+            held.release()  # no answer to store: a retry with the key runs anew
         raise
-    response = build(records)
     if held is not None:
         held.complete(response)
     SUBMIT_SECONDS.labels(route=route).observe(time.perf_counter() - started)

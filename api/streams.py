@@ -42,8 +42,15 @@ redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
 return 1
 """
+# A lease that ran out (Redis unreachable, or a client that stopped reading so long that no
+# chunk passed) is not taken back: its slot may be another stream's by now, and the cap holds.
 _RENEW = f"""{_NOW_MS}
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[2])
+local expiry = redis.call('ZSCORE', KEYS[1], ARGV[2])
+if not expiry or tonumber(expiry) < now then
+  redis.call('ZREM', KEYS[1], ARGV[2])
+  return 0
+end
+redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[2])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]))
 return 1
 """
@@ -104,6 +111,8 @@ def _hang_up_watch(environ: dict[str, Any]) -> Any:
             gone = sock.recv(1, socket.MSG_PEEK) == b""
         except OSError:
             gone = True
+        except ValueError:  # a TLS socket refuses a peek: its next write finds the hang-up
+            gone = False
         if gone:
             handler.kill(block=False)
 
@@ -136,9 +145,16 @@ class _Held:
         if now - self.renewed >= RENEW_SECONDS:
             self.renewed = now
             try:
-                self.client.eval(_RENEW, 1, self.key, _LEASE_MS, self.slot)
+                kept = self.client.eval(_RENEW, 1, self.key, _LEASE_MS, self.slot)
             except redis_errors as exc:  # the lease may lapse; the stream goes on
                 log.warning("could not renew an event stream's lease: %s", exc)
+            else:
+                if not kept:
+                    # Its slot ran out: end the stream, so that a tenant never holds more than
+                    # its cap; the client resumes with Last-Event-ID when a slot is free.
+                    log.warning("an event stream's lease ran out: ending the stream")
+                    self.released = True
+                    raise StopIteration
         return chunk
 
     def close(self) -> None:

@@ -158,11 +158,13 @@ def run_up(args: argparse.Namespace) -> int:
     )
     if settings.api_keys_file is None and settings.api_keys is None:
         try:
-            secret, _ = ensure_webhook_secret(settings.data_dir)
+            secret, made = ensure_webhook_secret(settings.data_dir)
         except WebhookSecretError as exc:
             return _fail(str(exc), EXIT_ERROR)
+        # The secret itself only once, when it is made: later starts keep it out of their logs.
+        which = f"{secret}, made now" if made else "the secret"
         print(
-            f"regionfarm: webhooks of tenant 'local' are signed with {secret} (kept in "
+            f"regionfarm: webhooks of tenant 'local' are signed with {which} (kept in "
             f"{webhook_secret_path(settings.data_dir)}; `regionfarm keys webhook-secret` "
             "prints it)",
             file=sys.stderr,

@@ -54,7 +54,7 @@ class ApiError(Exception):
         self.status, self.code, self.message = status, code, message
         self.details = details or []
         self.url = url
-        self.retry_after: float | None = None  # seconds, from a 503's Retry-After header
+        self.retry_after: float | None = None  # seconds, from the Retry-After of a 429 or 503
 
     def __str__(self) -> str:
         if self.status == 0:
@@ -338,7 +338,7 @@ class ApiClient:
                         url=url,
                     ) from None
                 error = self._error(exc.code, exc.reason, exc.read(_CHUNK), url)
-                if exc.code == 503:
+                if exc.code in (429, 503):
                     try:
                         error.retry_after = float(exc.headers.get("Retry-After", ""))
                     except ValueError:

@@ -303,6 +303,7 @@ class KeyRing:
         self._by_hash: dict[str, Tenant] = {}
         self._stamp: tuple[int, ...] | None = None
         self._problem: KeysFileError | None = None
+        self._loaded = self.path is None  # a good load has happened (nothing to load: True)
         self._checked_at = clock()
         if self.path is not None:
             try:
@@ -311,6 +312,7 @@ class KeyRing:
                 stamp = None  # load_keys says what is wrong
             try:
                 self._by_hash = load_keys(self.path)
+                self._loaded = True
             except KeysFileError as exc:
                 if strict:
                     raise
@@ -333,6 +335,7 @@ class KeyRing:
         tenants = _parse(api_keys, Path("REGIONFARM_API_KEYS.json"))
         ring._by_hash = {t.key_sha256: t for t in tenants.values()}  # fixed: no file to reload
         ring._configured = True
+        ring._loaded = True
         return ring
 
     @property
@@ -347,6 +350,13 @@ class KeyRing:
         unreadable, invalid), or None. While it is set, the last good keys stay in use."""
         self.refresh()
         return self._problem
+
+    @property
+    def loaded(self) -> bool:
+        """True once a good set of keys was loaded (always, with no keys file to load): while
+        :attr:`problem` is set, False means this process admits nobody (it started with a
+        broken file), True that it serves with the last good keys."""
+        return self._loaded
 
     def tenants(self) -> list[Tenant]:
         """Every tenant, in file order."""
@@ -390,7 +400,7 @@ class KeyRing:
                 self._report(exc)
                 return False
             # One reference swap: concurrent lookups see the old mapping or the new one.
-            self._by_hash, self._stamp = by_hash, stamp
+            self._by_hash, self._stamp, self._loaded = by_hash, stamp, True
             if self._problem is not None:
                 log.warning(
                     "API keys file %s is good again: %d tenant(s) loaded", self.path, len(by_hash)

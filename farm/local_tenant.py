@@ -81,6 +81,11 @@ def ensure_webhook_secret(data_dir: str | os.PathLike[str]) -> tuple[str, bool]:
             made = True
         except FileExistsError:
             made = False  # another process made it between our read and now: keep theirs
+        except OSError as exc:  # a filesystem without hard links (some mounts)
+            raise WebhookSecretError(
+                f"{path}: cannot make the webhook secret ({exc.strerror or exc}); put the data "
+                "dir on a local filesystem, or write a secret (one line, whsec_...) there"
+            ) from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

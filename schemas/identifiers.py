@@ -9,6 +9,8 @@ __all__ = [
     "ASSET_ID_PATTERN",
     "ASSET_ID_PREFIX",
     "ASSET_ID_RE",
+    "EVENT_ID_PATTERN",
+    "EVENT_ID_RE",
     "IDEMPOTENCY_KEY_PATTERN",
     "IDEMPOTENCY_KEY_RE",
     "IDEMPOTENCY_KEY_RULE",
@@ -24,6 +26,7 @@ __all__ = [
     "check_tenant_name",
     "field_pattern",
     "is_asset_id",
+    "is_event_id",
     "is_idempotency_key",
     "is_job_id",
     "is_sha256",
@@ -56,11 +59,16 @@ IDEMPOTENCY_KEY_PATTERN = rf"[\x20-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_CHARS}}}"
 """An ``Idempotency-Key`` header value: printable ASCII (what a structured-field string holds)."""
 IDEMPOTENCY_KEY_RULE = f"1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable ASCII characters"
 
+EVENT_ID_PATTERN = r"\d{1,20}-\d{1,20}"
+"""An event's ``id:`` in a job's event stream (and a client's ``Last-Event-ID``): the Redis
+Stream entry id ``<milliseconds>-<sequence>`` of the event in the job's log."""
+
 TENANT_RE = re.compile(TENANT_PATTERN)
 JOB_ID_RE = re.compile(JOB_ID_PATTERN)
 SHA256_RE = re.compile(SHA256_PATTERN)
 ASSET_ID_RE = re.compile(ASSET_ID_PATTERN)
 IDEMPOTENCY_KEY_RE = re.compile(IDEMPOTENCY_KEY_PATTERN)
+EVENT_ID_RE = re.compile(EVENT_ID_PATTERN)
 
 
 def field_pattern(pattern: str) -> str:
@@ -91,6 +99,10 @@ def is_asset_id(value: object) -> TypeGuard[str]:
 
 def is_idempotency_key(value: object) -> TypeGuard[str]:
     return _full(IDEMPOTENCY_KEY_RE, value)
+
+
+def is_event_id(value: object) -> TypeGuard[str]:
+    return _full(EVENT_ID_RE, value)
 
 
 def asset_id(sha256: str) -> str:

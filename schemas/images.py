@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from schemas.errors import Loc, SpecError
+from schemas.identifiers import ASSET_ID_PREFIX
 
 __all__ = [
     "ASSET_FORMATS",
@@ -91,7 +92,7 @@ def _from_data_uri(ref: str, loc: Loc) -> tuple[bytes, str]:
 
 
 def _from_asset(ref: str, loc: Loc, assets: AssetReader | None) -> tuple[bytes, str]:
-    asset_id = ref[len("asset:") :]
+    asset_id = ref[len(ASSET_ID_PREFIX) :]
     if not asset_id:
         raise SpecError("empty asset reference: expected asset:<id>", loc=loc)
     if assets is None:
@@ -119,7 +120,7 @@ def _from_asset(ref: str, loc: Loc, assets: AssetReader | None) -> tuple[bytes, 
 def _read_ref(ref: object, loc: Loc, assets: AssetReader | None) -> tuple[bytes, str]:
     if not isinstance(ref, str):
         raise SpecError("must be a data URI or an asset reference (asset:<id>)", loc=loc)
-    if ref.startswith("asset:"):
+    if ref.startswith(ASSET_ID_PREFIX):
         return _from_asset(ref, loc, assets)
     if ref[:5].lower() == "data:":
         return _from_data_uri(ref, loc)

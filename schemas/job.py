@@ -180,7 +180,10 @@ class ErrorBody(_Body):
 class Status(_Body):
     """The body of ``/healthz`` and ``/readyz``."""
 
-    status: Literal["ok", "unavailable"]
+    status: Literal["ok", "degraded", "unavailable"] = Field(
+        description="`ok`; `degraded`: ready, but a check names a problem (an API keys file "
+        "that became unusable: the last good keys stay in use); `unavailable` (503)."
+    )
     checks: dict[str, str] = Field(default_factory=dict)
 
 

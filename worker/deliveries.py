@@ -70,11 +70,12 @@ class WebhookSender:
         log.info("webhook delivered: %s", status, extra=extra)
 
     def secret(self, tenant: str) -> str | None:
-        """The tenant's webhook secret: from the keys file, or for the `local` tenant of a farm
-        with auth off, the one in the data dir (made there if the farm has none yet)."""
-        found = self.keys.by_name(tenant)
-        if found is not None:
-            return found.webhook_secret
+        """The tenant's webhook secret: from the keys file on a farm with keys; on a farm with
+        auth off (its one tenant is `local`), the one in the data dir (made there if the farm
+        has none yet: `regionfarm keys webhook-secret` shows it)."""
+        if self.keys.configured:
+            found = self.keys.by_name(tenant)
+            return found.webhook_secret if found is not None else None
         if tenant == LOCAL_TENANT:
             return ensure_webhook_secret(self.settings.data_dir)[0]
         return None
@@ -88,4 +89,10 @@ class WebhookSender:
         if result is not None:
             url = result_url(self.settings.public_url, job["id"]) or result.get("url")
             result["url"] = url or self.storage.presigned_url(result["key"]) or ""
+            if not result["url"]:
+                log.warning(
+                    "webhook carries no result URL: set REGIONFARM_PUBLIC_URL to the API's "
+                    "address as receivers reach it",
+                    extra={"job_id": job["id"]},
+                )
         return job

@@ -128,15 +128,15 @@ def test_a_corrupt_keys_file_keeps_the_last_good_keys_and_readyz_says_so(
     with caplog.at_level("ERROR", logger="farm.keys"):
         keys_file.write_text(good[: len(good) // 2])  # cut in the middle: not JSON
         ready = wait_for(
-            lambda: (r := client.get("/readyz")).status_code == 503 and r,
+            lambda: (r := client.get("/readyz")).json["status"] == "degraded" and r,
             timeout=5,
             what="readyz to report the keys file",
         )
         for _ in range(20):
             assert _keyless_and_keyed(client, keys) == [401, 401, 200, 200]
-    assert ready.json["error"]["code"] == "not_ready"
-    assert ready.json["error"]["message"] == "API keys file invalid"
-    assert [d["loc"] for d in ready.json["error"]["details"]] == [["keys"]]
+    # Ready (it serves with the last good keys; a 503 would take every replica out at once),
+    # and it says what is wrong.
+    assert ready.status_code == 200
     assert ready.json["checks"]["keys"].startswith("invalid: the API keys file cannot be used")
     assert "acme" not in ready.get_data(as_text=True)  # what /readyz says names no tenant
     logged = [r for r in caplog.records if r.name == "farm.keys" and r.levelname == "ERROR"]
@@ -150,7 +150,7 @@ def test_a_corrupt_keys_file_keeps_the_last_good_keys_and_readyz_says_so(
     )
     assert _keyless_and_keyed(client, keys) == [401, 401, 200, 200]
     keys_file.write_text(good)
-    wait_for(lambda: client.get("/readyz").status_code == 200, timeout=5, what="readyz ok")
+    wait_for(lambda: client.get("/readyz").json["status"] == "ok", timeout=5, what="readyz ok")
 
 
 def test_a_keys_file_with_no_tenant_at_start_means_auth_on(settings, keys_file, spec, caplog):

@@ -318,3 +318,21 @@ def test_starting_a_job_that_already_ended_says_so_and_ending_at_start_says_that
     # A start that finds the cancel waiting (its worker died before it saw it) ends the job.
     status = records.start(running, "w2@t", holder="t:2", lease_seconds=60, max_attempts=3)
     assert status == "canceled"
+
+
+def test_a_stream_ends_when_its_key_is_removed_from_the_keys_file(
+    live_api, client, auth, make_spec, keys_file
+) -> None:
+    """Removing a key refuses new requests at once; a stream opened with it must not go on for
+    as long as its job runs (hours): it ends at its next recheck."""
+    import time
+
+    jid = client.post("/v1/jobs", json=make_spec(), headers=auth("acme")).json["id"]
+    conn = SseConnection(live_api, f"/v1/jobs/{jid}/events", auth("acme"))
+    blocks = conn.blocks()
+    assert next(blocks).get("retry") and next(blocks)["event"] == "status"
+    keys_file.write_text('{"tenants": {}}')  # every key removed: the farm admits nobody
+    started = time.monotonic()
+    assert list(blocks) == []  # the stream ends, with no more events
+    assert time.monotonic() - started < 20
+    conn.kill()

@@ -212,3 +212,23 @@ def test_open_streams_cost_no_thread(start_api, spec):
     assert read.status_code == 200 and read.json()["status"] == "queued"
     assert time.monotonic() - started < 2.0
     assert "MonkeyPatchWarning" not in api.log.read_text()
+
+
+def test_a_lease_that_ran_out_is_not_taken_back_and_its_stream_ends(r: redis.Redis) -> None:
+    """Renewal keeps a live lease, but one that ran out (Redis unreachable, a client that
+    stopped reading) may be another stream's slot by now: the stream ends instead, so a tenant
+    never holds more than its cap."""
+    from api import streams
+
+    key = streams.streams_key("acme")
+    far = int(time.time() * 1000) + 10 * 3600 * 1000  # (Redis's clock is this machine's)
+    r.zadd(key, {"live": far, "lapsed": 1})
+    live = streams._Held(r, key, "live", iter(["a", "b"]), {})
+    live.renewed = -1e9  # due for renewal at its next chunk
+    assert next(live) == "a"
+    assert 0 < r.zscore(key, "live") - time.time() * 1000 <= streams.LEASE_SECONDS * 1000 + 1000
+    lapsed = streams._Held(r, key, "lapsed", iter(["a", "b"]), {})
+    lapsed.renewed = -1e9
+    with pytest.raises(StopIteration):
+        next(lapsed)
+    assert r.zscore(key, "lapsed") is None and r.zcard(key) == 1

@@ -31,6 +31,7 @@ class Farm:
         self.storage_requests: list[dict[str, str]] = []
         self.required_key: str | None = None
         self.unavailable = 0  # how many POSTs still answer 503
+        self.crowded_once = False  # job_crowded's first events request answered 429
         self.go_on = threading.Event()  # job_slow's stream goes on only once this is set
         self.api_url = self.storage_url = ""
 
@@ -141,7 +142,11 @@ class ApiHandler(_Handler):
             return self.send_json(200, final)
         if tail == "events" and job_id == "job_slow":
             return self.send_chunked_events(final)
-        if tail == "events" and job_id in ("job_drop", "job_dead"):
+        if tail == "events" and job_id == "job_crowded" and not self.farm.crowded_once:
+            self.farm.crowded_once = True  # the tenant's stream slots are all taken, once
+            body = error_body("too_many_streams", "100 event streams are already open")
+            return self.send_json(429, body, {"Retry-After": "0.05"})
+        if tail == "events" and job_id in ("job_drop", "job_dead", "job_crowded"):
             return self.send_resumable_events(job_id, final)
         if tail == "events":
             return self.send_events(job_id, final)
@@ -425,6 +430,14 @@ def test_follow_gives_up_after_its_retries_with_growing_pauses(farm):
     assert info.value.status == 0 and info.value.code == "stream_ended"
     assert len(events_requests(farm, "job_dead")) == 1 + STREAM_RETRIES
     assert pauses == [0.01 * 2**n for n in range(STREAM_RETRIES)]
+
+
+def test_follow_waits_as_a_429s_retry_after_says_then_resumes(farm):
+    pauses: list[float] = []
+    client = ApiClient(farm.api_url, backoff=5.0)
+    events = list(client.follow("job_crowded", on_retry=lambda exc, pause: pauses.append(pause)))
+    assert events[-1][0] == "job"
+    assert pauses[0] == 0.05  # the server's Retry-After, not the client's backoff
 
 
 def test_follow_does_not_retry_what_retrying_cannot_change(farm):

@@ -76,8 +76,9 @@ def test_keys_file_emptied_corrupted_and_removed_on_a_running_api(make_farm, rec
 
     def phase(name: str, valid: set[str], ready: str | None, restarted: bool = False) -> None:
         """Requests with each tenant's key and without one: only `valid` tenants get in, and
-        /readyz says `ready` (None: 200, else the keys check starts with it). With
-        `restarted`, an API process that started while the file was broken refuses them too
+        /readyz says `ready` (None: 200 "ok", else the keys check starts with it: 200
+        "degraded" from a process with last good keys, 503 only from one that never had any).
+        With `restarted`, an API process that started while the file was broken refuses them too
         (it never saw the last good keys): a 401 for a valid key is then fail-closed."""
         for _ in range(per_phase):
             for tenant in farm.keys:
@@ -114,15 +115,24 @@ def test_keys_file_emptied_corrupted_and_removed_on_a_running_api(make_farm, rec
             answer = requests.get(f"{farm.url}/readyz", timeout=10)
             body: dict[str, Any] = answer.json()
             if ready is None:
-                ok = answer.status_code == 200 and body["checks"].get("keys") == "ok"
-            else:
                 ok = (
-                    answer.status_code == 503
+                    answer.status_code == 200
+                    and body["status"] == "ok"
+                    and body["checks"].get("keys") == "ok"
+                )
+            elif answer.status_code == 200:
+                # A process serving with the last good keys stays ready and says what is wrong.
+                ok = body["status"] == "degraded" and body["checks"]["keys"].startswith(ready)
+            else:
+                # Only the restarted process, which never loaded a good file, is not ready.
+                ok = (
+                    restarted
+                    and answer.status_code == 503
                     and [d["loc"] for d in body["error"]["details"]] == [["keys"]]
                     and body["checks"]["keys"].startswith(ready)
                     and rel.contract_problem(answer) is None
-                    and not any(t in answer.text for t in farm.keys)
                 )
+            ok = ok and not any(t in answer.text for t in farm.keys)
             note("readyz", ok, f"{name}: readyz {answer.status_code} {answer.text[:200]}")
 
     def change(text: str | None) -> None:

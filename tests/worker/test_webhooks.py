@@ -571,6 +571,9 @@ def test_a_keyed_tenant_is_signed_with_its_keys_file_secret_and_an_unknown_one_g
     # unsigned call; and no secret file is made for it.
     gone = _finished("gone", f"{receiver.url}/hook")
     _send(WebhookSender(settings=settings, records=_Records(gone), keys=keys, storage=None))
+    # Nor does `local` on a farm with keys: the data dir's secret is the keyless farm's only.
+    local = _finished("local", f"{receiver.url}/hook")
+    _send(WebhookSender(settings=settings, records=_Records(local), keys=keys, storage=None))
     assert len(receiver.requests) == 1
     assert not (tmp_path / "data").exists()
 
