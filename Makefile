@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test reliability venv clean browsers
+.PHONY: demo test lint reliability venv clean browsers
 
 venv: $(STAMP)
 
@@ -22,8 +22,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py --out out
 
-test: $(STAMP) browsers
+test: lint browsers
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+# Formatting and lint as the tools do them (ruff's version is pinned in pyproject.toml, so
+# every machine formats alike); `make test` runs this first. `.pre-commit-config.yaml` runs
+# the same two commands before each commit.
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
 
 # The web page's tests (tests/web) drive Debian's chromium through its chromedriver, never a
 # browser that a tool downloads. Installed once, with apt (root, or sudo), when either is missing.

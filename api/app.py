@@ -16,6 +16,7 @@ from farm.broker import make_celery
 from farm.keys import KeyRing
 from farm.records import JobRecords
 from farm.redis_conn import connect
+from farm.retention import retention_seconds
 from farm.storage import Storage, StorageError, make_storage
 from schemas import Settings, load_models
 
@@ -58,7 +59,7 @@ def create_app(
     app.extensions["regionfarm"] = AppState(
         settings=settings,
         redis=client,
-        records=JobRecords(client, retention_seconds=settings.retention_days * 86400),
+        records=JobRecords(client, retention_seconds=retention_seconds(settings.retention_days)),
         storage=storage,
         celery=make_celery(settings, "regionfarm-api"),
         keys=keys,
@@ -67,7 +68,6 @@ def create_app(
     install_metrics(app)
     install_auth(app)
     register_error_handlers(app)
-    for bp in (jobs.bp, assets.bp, models.bp, status.bp, health.bp, metrics_bp, openapi.bp,
-               web.bp):  # fmt: skip
+    for bp in (jobs.bp, assets.bp, models.bp, status.bp, health.bp, metrics_bp, openapi.bp, web.bp):
         app.register_blueprint(bp)
     return app

@@ -47,16 +47,19 @@ def _authenticate() -> str:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise ApiError(
-            401, "unauthorized", "missing API key: send the header 'Authorization: Bearer <key>'",
+            401,
+            "unauthorized",
+            "missing API key: send the header 'Authorization: Bearer <key>'",
             headers={"WWW-Authenticate": 'Bearer realm="regionfarm"'},
-        )  # fmt: skip
+        )
     found = keys.lookup(token.strip())  # re-reads a changed keys file: no restart needed
     if found is None:
         raise ApiError(
-            401, "unauthorized", "unknown API key: check it, or make one with "
-            "`regionfarm keys add TENANT`",
+            401,
+            "unauthorized",
+            "unknown API key: check it, or make one with `regionfarm keys add TENANT`",
             headers={"WWW-Authenticate": 'Bearer realm="regionfarm", error="invalid_token"'},
-        )  # fmt: skip
+        )
     return found.name
 
 

@@ -83,9 +83,10 @@ def register_error_handlers(app: Flask) -> None:
     def _broker_down(exc: Exception) -> Response:
         log.error("broker unavailable on %s %s: %s", request.method, request.path, exc)
         return error_response(
-            503, "broker_unavailable", "the job store (Redis) does not answer: nothing was "
-            "changed; retry later",
-        )  # fmt: skip
+            503,
+            "broker_unavailable",
+            "the job store (Redis) does not answer: nothing was changed; retry later",
+        )
 
     for error_class in redis_errors:
         app.register_error_handler(error_class, _broker_down)
@@ -94,9 +95,10 @@ def register_error_handlers(app: Flask) -> None:
     def _storage_down(exc: StorageUnavailable) -> Response:
         log.error("storage unavailable on %s %s: %s", request.method, request.path, exc)
         return error_response(
-            503, "storage_unavailable", "storage does not answer: nothing was changed; "
-            "retry later",
-        )  # fmt: skip
+            503,
+            "storage_unavailable",
+            "storage does not answer: nothing was changed; retry later",
+        )
 
     @app.errorhandler(Exception)
     def _internal(exc: Exception) -> Response:

@@ -65,8 +65,11 @@ def readyz() -> Response:
         log.warning("not ready: %s", checks)
     details = [{"loc": [name], "msg": checks[name]} for name in down]
     message = " and ".join(labels[name] for name in down)
-    body = {"error": {"code": "not_ready", "message": message, "details": details},
-            "status": "unavailable", "checks": checks}  # fmt: skip
+    body = {
+        "error": {"code": "not_ready", "message": message, "details": details},
+        "status": "unavailable",
+        "checks": checks,
+    }
     response = jsonify(body)
     response.status_code = 503
     return response

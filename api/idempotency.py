@@ -14,6 +14,8 @@ import redis
 from flask import Response
 
 from api.errors import ApiError
+from farm import lua
+from farm.redis_keys import idempotency_key
 from schemas.defaults import IDEMPOTENCY_TTL
 from schemas.identifiers import IDEMPOTENCY_KEY_RULE, is_idempotency_key
 
@@ -27,12 +29,8 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 STORED_HEADERS = ("Content-Type", "Location")
 """The headers of the first answer that are stored and replayed with its status and body."""
 
-# Deletes the claim only if it is still ours and still pending (a compare-and-delete).
-_RELEASE = """
-local v = redis.call('GET', KEYS[1])
-if v and cjson.decode(v)['token'] == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+_RELEASE = lua.load("idempotency_release")
+"""Deletes the claim only if it is still ours and still pending (a compare-and-delete)."""
 
 
 @dataclass
@@ -75,11 +73,13 @@ def claim(client: redis.Redis, tenant: str, route: str, key: str, body: bytes) -
     """Claim `key` for this request, or wait for the request that holds it and replay it."""
     if not is_idempotency_key(key):
         raise ApiError(
-            400, "invalid_idempotency_key", f"Idempotency-Key must be {IDEMPOTENCY_KEY_RULE}",
+            400,
+            "invalid_idempotency_key",
+            f"Idempotency-Key must be {IDEMPOTENCY_KEY_RULE}",
             [{"loc": ["headers", "Idempotency-Key"], "msg": f"must be {IDEMPOTENCY_KEY_RULE}"}],
-        )  # fmt: skip
+        )
     digest = hashlib.sha256(key.encode()).hexdigest()
-    redis_key = f"rf:idem:{tenant}:{route}:{digest}"
+    redis_key = idempotency_key(tenant, route, digest)
     body_hash = hashlib.sha256(body).hexdigest()
     token = uuid.uuid4().hex
     pending = json.dumps({"hash": body_hash, "state": "pending", "token": token})
@@ -93,16 +93,18 @@ def claim(client: redis.Redis, tenant: str, route: str, key: str, body: bytes) -
         stored = json.loads(raw)
         if stored["hash"] != body_hash:
             raise ApiError(
-                422, "idempotency_key_reused",
+                422,
+                "idempotency_key_reused",
                 "this Idempotency-Key was used with a different request body in the last 24 "
                 "hours: use a new key for a new request",
                 [{"loc": ["headers", "Idempotency-Key"], "msg": "reused with another body"}],
-            )  # fmt: skip
+            )
         if stored["state"] == "done":
             return Claim(client, redis_key, body_hash, token, replay=stored)
         if time.monotonic() > deadline:
             raise ApiError(
-                409, "idempotency_key_in_use",
+                409,
+                "idempotency_key_in_use",
                 "a request with this Idempotency-Key is still being processed: retry later",
-            )  # fmt: skip
+            )
         time.sleep(POLL_SECONDS)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -16,11 +15,13 @@ from api.metrics import SUBMIT_SECONDS
 from api.state import state
 from api.submit import enqueue, prepare_batch, prepare_one, read_json
 from api.urls import job_result_url
+from farm import states
 from farm.dispatch import send_webhook
 from farm.ids import is_job_id
-from farm.records import to_public
+from farm.records import to_public, wants_webhook
 from farm.storage import job_object_key
-from schemas.job import FINAL_STATUSES, STATUSES
+from schemas.formats import CONTENT_TYPES, EXTENSIONS
+from schemas.job import STATUSES
 
 __all__ = ["bp"]
 
@@ -28,7 +29,6 @@ bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 
 MAX_PAGE = 100
 DEFAULT_PAGE = 20
-CONTENT_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
 CANCEL_FLAG_SLACK = 600
 """Seconds the cancel flag outlives the job time limit (a worker reads it until it stops)."""
 
@@ -160,7 +160,7 @@ def cancel(job_id: str) -> Response:
             409, "job_finished", f"job {job_id} already ended {outcome[6:]}: nothing to cancel"
         )
     record = _record(job_id)
-    if outcome == "canceled" and json.loads(record["spec"]).get("webhook"):
+    if outcome == "canceled" and wants_webhook(record):
         send_webhook(st.celery, job_id)  # it ended here: no worker will send it
     response = jsonify(_public(record))
     response.status_code = 202
@@ -171,7 +171,7 @@ def _purge(job_id: str) -> Response:
     st = state()
     who = tenant()
     record = _record(job_id)
-    if record["status"] not in FINAL_STATUSES:
+    if not states.allows(states.PURGE, record["status"]):
         raise ApiError(
             409,
             "job_active",
@@ -202,7 +202,7 @@ def result(job_id: str) -> Response:
     info = job["result"] or {}
     key, fmt = info.get("key", ""), info.get("format", "png")
     storage = state().storage
-    filename = f"{job_id}.{'jpg' if fmt == 'jpeg' else fmt}"
+    filename = f"{job_id}.{EXTENSIONS.get(fmt, fmt)}"
     url = storage.presigned_url(key, filename=filename) if key else None
     if url is not None:
         return redirect(url, code=302)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 from flask import Blueprint, Flask, Response, request
@@ -13,6 +12,7 @@ from prometheus_client import (
     Counter,
     Histogram,
     generate_latest,
+    values,
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -25,13 +25,16 @@ from farm.redis_conn import redis_errors
 __all__ = ["REQUESTS", "SUBMIT_SECONDS", "bp", "install_metrics"]
 
 REQUESTS = Counter(
-    "regionfarm_api_requests_total", "API requests by route, method and status.",
+    "regionfarm_api_requests_total",
+    "API requests by route, method and status.",
     ["route", "method", "status"],
-)  # fmt: skip
+)
 SUBMIT_SECONDS = Histogram(
-    "regionfarm_api_submit_seconds", "Seconds from a submit request to its answer.", ["route"],
+    "regionfarm_api_submit_seconds",
+    "Seconds from a submit request to its answer.",
+    ["route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
-)  # fmt: skip
+)
 
 bp = Blueprint("metrics", __name__)
 
@@ -43,10 +46,12 @@ class FarmCollector(Collector):
         self.state = app_state
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        jobs = GaugeMetricFamily("regionfarm_jobs", "Jobs by status (final ones: ever).",
-                                 labels=["status"])  # fmt: skip
-        depth = GaugeMetricFamily("regionfarm_queue_depth", "Messages waiting per model queue.",
-                                  labels=["model"])  # fmt: skip
+        jobs = GaugeMetricFamily(
+            "regionfarm_jobs", "Jobs by status (final ones: ever).", labels=["status"]
+        )
+        depth = GaugeMetricFamily(
+            "regionfarm_queue_depth", "Messages waiting per model queue.", labels=["model"]
+        )
         try:
             for status, count in self.state.records.status_counts().items():
                 jobs.add_metric([status], count)
@@ -58,10 +63,16 @@ class FarmCollector(Collector):
         yield depth
 
 
+def _multiprocess() -> bool:
+    """Whether prometheus_client keeps its values in per-process files (it decides at import,
+    from PROMETHEUS_MULTIPROC_DIR, which `regionfarm api` sets for gunicorn)."""
+    return values.ValueClass is not values.MutexValue
+
+
 @bp.get("/metrics")
 def metrics() -> Response:
     registry = CollectorRegistry()
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if _multiprocess():
         # Under gunicorn each worker process writes its counters to files; merge them all.
         MultiProcessCollector(registry)
         text = generate_latest(registry)

@@ -24,6 +24,7 @@ def list_models() -> Response:
             "steps": entry.steps,
             "guidance_scale": entry.guidance_scale,
             "native_size": entry.native_size,
+            "prompts": entry.prompts,
             "workers": live.get(name, 0),
             "live": live.get(name, 0) > 0,
             "default": name == st.settings.default_model,

@@ -14,6 +14,7 @@ from pydantic.json_schema import models_json_schema
 
 from api import openapi_examples as ex
 from schemas import JobSpec
+from schemas.formats import CONTENT_TYPES
 from schemas.identifiers import IDEMPOTENCY_KEY_PATTERN, MAX_IDEMPOTENCY_KEY_CHARS, field_pattern
 from schemas.job import (
     AssetInfo,
@@ -69,13 +70,22 @@ _ERRORS = {
     409: Resp("Conflict with the job's state.", ErrorBody, _err("job_finished", "job ended")),
     413: Resp("Body over max_request_bytes.", ErrorBody, _err("request_too_large", "too big")),
     415: Resp("Wrong content type.", ErrorBody, _err("unsupported_media_type", "send JSON")),
-    422: Resp("Invalid input; details name every bad field by its path.", ErrorBody,
-              _err("invalid_spec", "2 problems in the request", ex.SPEC_PROBLEMS)),
-    429: Resp("Over the tenant's queued-jobs quota.", ErrorBody,
-              _err("quota_exceeded", "1000 jobs are already queued")),
-    503: Resp("Broker or storage down; nothing was queued.", ErrorBody,
-              _err("broker_unavailable", "the queue does not answer")),
-}  # fmt: skip
+    422: Resp(
+        "Invalid input; details name every bad field by its path.",
+        ErrorBody,
+        _err("invalid_spec", "2 problems in the request", ex.SPEC_PROBLEMS),
+    ),
+    429: Resp(
+        "Over the tenant's queued-jobs quota.",
+        ErrorBody,
+        _err("quota_exceeded", "1000 jobs are already queued"),
+    ),
+    503: Resp(
+        "Broker or storage down; nothing was queued.",
+        ErrorBody,
+        _err("broker_unavailable", "the queue does not answer"),
+    ),
+}
 
 _JOB_ID = ("job_id", "path", "A job id (job_...).", {"type": "string"})
 _IDEM = (
@@ -102,71 +112,204 @@ _LAST_EVENT_ID = (
 )
 
 OPERATIONS: tuple[Op, ...] = (
-    Op("post", "/v1/jobs", "Validate and enqueue one job", "jobs",
-       {202: Resp("Queued.", Job, ex.JOB_QUEUED, headers=("Location", "Idempotent-Replayed"))},
-       request=JobSpec, request_example=ex.SPEC, params=(_IDEM,),
-       errors=(400, 413, 415, 422, 429, 503)),
-    Op("post", "/v1/jobs/batch", "Validate several jobs, then enqueue them all", "jobs",
-       {202: Resp("Queued, in the given order.", BatchAnswer, {"jobs": [ex.JOB_QUEUED]},
-                  headers=("Idempotent-Replayed",))},
-       request=BatchRequest, request_example={"job": ex.SPEC, "seeds": [1, 2, 3]},
-       params=(_IDEM,), errors=(400, 413, 415, 422, 429, 503)),
-    Op("get", "/v1/jobs", "The tenant's jobs, newest first", "jobs",
-       {200: Resp("One page.", JobList, {"jobs": [ex.JOB_SUCCEEDED], "next_cursor": None})},
-       params=(("status", "query", "Only jobs in this status.", {"type": "string",
-                "enum": ["queued", "running", "canceling", "succeeded", "failed", "canceled"]}),
-               ("limit", "query", "Page size.", {"type": "integer", "minimum": 1, "maximum": 100,
-                                                 "default": 20}),
-               ("cursor", "query", "next_cursor of the previous page.", {"type": "string"})),
-       errors=(422,)),
-    Op("get", "/v1/jobs/{job_id}", "One job", "jobs",
-       {200: Resp("The job.", Job, ex.JOB_SUCCEEDED)}, params=(_JOB_ID,), errors=(404,)),
-    Op("delete", "/v1/jobs/{job_id}", "Cancel a job (or purge a finished one)", "jobs",
-       {202: Resp("Canceled, or canceling until its worker stops.", Job, ex.JOB_CANCELED),
-        204: Resp("Purged (purge=true): the record and its objects are deleted.", media="")},
-       params=(_JOB_ID, ("purge", "query", "Delete a finished job's record and objects now.",
-                         {"type": "boolean", "default": False})),
-       errors=(404, 409)),
-    Op("get", "/v1/jobs/{job_id}/result", "The image of a succeeded job", "jobs",
-       {200: Resp("The image bytes (local storage).", media="image/*"),
-        302: Resp("Redirect to a freshly signed URL (S3 storage).", media="",
-                  headers=("Location",))},
-       params=(_JOB_ID,), errors=(404, 409)),
-    Op("get", "/v1/jobs/{job_id}/events", "Server-Sent Events of one job", "jobs",
-       {200: Resp("`progress` and `status` events, then `job` with the final job object; a job "
-                  "that already ended gives `job` at once. Every event has an `id:` and the "
-                  "stream starts with `retry:` (ms); a client reconnecting with `Last-Event-ID` "
-                  "first gets every event after that id, in order, then the live ones. Idle "
-                  "streams get a `: keep-alive` comment.", media="text/event-stream",
-                  example=ex.EVENTS),
-        429: Resp("The tenant already holds REGIONFARM_MAX_STREAMS_PER_TENANT open streams; "
-                  "retry after one ends.", ErrorBody,
-                  _err("too_many_streams", "100 event streams are already open"),
-                  headers=("Retry-After",))},
-       params=(_JOB_ID, _LAST_EVENT_ID), errors=(404,)),
-    Op("post", "/v1/assets", "Upload an image for use as asset:<id>", "assets",
-       {201: Resp("Stored.", AssetInfo, ex.ASSET)},
-       request_media=("image/png", "image/webp", "image/jpeg", "multipart/form-data"),
-       errors=(413, 415, 422, 503)),
-    Op("get", "/v1/models", "The farm's models, with live worker counts", "models",
-       {200: Resp("Models.", ModelList, ex.MODELS)}),
-    Op("get", "/v1/status", "Queue depth per model, live workers, recent failures", "models",
-       {200: Resp("The farm now.", FarmStatus, ex.STATUS)}),
-    Op("get", "/healthz", "The process is up", "health",
-       {200: Resp("Up.", Status, {"status": "ok", "checks": {}})}, public=True),
-    Op("get", "/readyz", "Broker, storage and (with auth) the API keys file", "health",
-       {200: Resp("Ready.", Status, {"status": "ok", "checks": {"broker": "ok", "storage": "ok",
-                                                                 "keys": "ok"}}),
-        503: Resp("Not ready: names what is down.", None, ex.NOT_READY)}, public=True),
-    Op("get", "/metrics", "Prometheus metrics", "health",
-       {200: Resp("Text exposition format.", media="text/plain")}, public=True),
-    Op("get", "/v1/openapi.json", "This document", "health",
-       {200: Resp("OpenAPI 3.1.")}, public=True),
-)  # fmt: skip
+    Op(
+        "post",
+        "/v1/jobs",
+        "Validate and enqueue one job",
+        "jobs",
+        {202: Resp("Queued.", Job, ex.JOB_QUEUED, headers=("Location", "Idempotent-Replayed"))},
+        request=JobSpec,
+        request_example=ex.SPEC,
+        params=(_IDEM,),
+        errors=(400, 413, 415, 422, 429, 503),
+    ),
+    Op(
+        "post",
+        "/v1/jobs/batch",
+        "Validate several jobs, then enqueue them all",
+        "jobs",
+        {
+            202: Resp(
+                "Queued, in the given order.",
+                BatchAnswer,
+                {"jobs": [ex.JOB_QUEUED]},
+                headers=("Idempotent-Replayed",),
+            )
+        },
+        request=BatchRequest,
+        request_example={"job": ex.SPEC, "seeds": [1, 2, 3]},
+        params=(_IDEM,),
+        errors=(400, 413, 415, 422, 429, 503),
+    ),
+    Op(
+        "get",
+        "/v1/jobs",
+        "The tenant's jobs, newest first",
+        "jobs",
+        {200: Resp("One page.", JobList, {"jobs": [ex.JOB_SUCCEEDED], "next_cursor": None})},
+        params=(
+            (
+                "status",
+                "query",
+                "Only jobs in this status.",
+                {
+                    "type": "string",
+                    "enum": ["queued", "running", "canceling", "succeeded", "failed", "canceled"],
+                },
+            ),
+            (
+                "limit",
+                "query",
+                "Page size.",
+                {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+            ),
+            ("cursor", "query", "next_cursor of the previous page.", {"type": "string"}),
+        ),
+        errors=(422,),
+    ),
+    Op(
+        "get",
+        "/v1/jobs/{job_id}",
+        "One job",
+        "jobs",
+        {200: Resp("The job.", Job, ex.JOB_SUCCEEDED)},
+        params=(_JOB_ID,),
+        errors=(404,),
+    ),
+    Op(
+        "delete",
+        "/v1/jobs/{job_id}",
+        "Cancel a job (or purge a finished one)",
+        "jobs",
+        {
+            202: Resp("Canceled, or canceling until its worker stops.", Job, ex.JOB_CANCELED),
+            204: Resp("Purged (purge=true): the record and its objects are deleted.", media=""),
+        },
+        params=(
+            _JOB_ID,
+            (
+                "purge",
+                "query",
+                "Delete a finished job's record and objects now.",
+                {"type": "boolean", "default": False},
+            ),
+        ),
+        errors=(404, 409),
+    ),
+    Op(
+        "get",
+        "/v1/jobs/{job_id}/result",
+        "The image of a succeeded job",
+        "jobs",
+        {
+            200: Resp("The image bytes (local storage).", media="image/*"),
+            302: Resp(
+                "Redirect to a freshly signed URL (S3 storage).", media="", headers=("Location",)
+            ),
+        },
+        params=(_JOB_ID,),
+        errors=(404, 409),
+    ),
+    Op(
+        "get",
+        "/v1/jobs/{job_id}/events",
+        "Server-Sent Events of one job",
+        "jobs",
+        {
+            200: Resp(
+                "`progress` and `status` events, then `job` with the final job object; a job "
+                "that already ended gives `job` at once. Every event has an `id:` and the "
+                "stream starts with `retry:` (ms); a client reconnecting with `Last-Event-ID` "
+                "first gets every event after that id, in order, then the live ones. Idle "
+                "streams get a `: keep-alive` comment.",
+                media="text/event-stream",
+                example=ex.EVENTS,
+            ),
+            429: Resp(
+                "The tenant already holds REGIONFARM_MAX_STREAMS_PER_TENANT open streams; "
+                "retry after one ends.",
+                ErrorBody,
+                _err("too_many_streams", "100 event streams are already open"),
+                headers=("Retry-After",),
+            ),
+        },
+        params=(_JOB_ID, _LAST_EVENT_ID),
+        errors=(404,),
+    ),
+    Op(
+        "post",
+        "/v1/assets",
+        "Upload an image for use as asset:<id>",
+        "assets",
+        {201: Resp("Stored.", AssetInfo, ex.ASSET)},
+        request_media=(*CONTENT_TYPES.values(), "multipart/form-data"),
+        errors=(413, 415, 422, 503),
+    ),
+    Op(
+        "get",
+        "/v1/models",
+        "The farm's models, with live worker counts",
+        "models",
+        {200: Resp("Models.", ModelList, ex.MODELS)},
+    ),
+    Op(
+        "get",
+        "/v1/status",
+        "Queue depth per model, live workers, recent failures",
+        "models",
+        {200: Resp("The farm now.", FarmStatus, ex.STATUS)},
+    ),
+    Op(
+        "get",
+        "/healthz",
+        "The process is up",
+        "health",
+        {200: Resp("Up.", Status, {"status": "ok", "checks": {}})},
+        public=True,
+    ),
+    Op(
+        "get",
+        "/readyz",
+        "Broker, storage and (with auth) the API keys file",
+        "health",
+        {
+            200: Resp(
+                "Ready.",
+                Status,
+                {"status": "ok", "checks": {"broker": "ok", "storage": "ok", "keys": "ok"}},
+            ),
+            503: Resp("Not ready: names what is down.", None, ex.NOT_READY),
+        },
+        public=True,
+    ),
+    Op(
+        "get",
+        "/metrics",
+        "Prometheus metrics",
+        "health",
+        {200: Resp("Text exposition format.", media="text/plain")},
+        public=True,
+    ),
+    Op(
+        "get",
+        "/v1/openapi.json",
+        "This document",
+        "health",
+        {200: Resp("OpenAPI 3.1.")},
+        public=True,
+    ),
+)
 
 _MODELS: tuple[type[BaseModel], ...] = (
-    Job, JobList, BatchAnswer, AssetInfo, ModelList, FarmStatus, Status, ErrorBody,
-)  # fmt: skip
+    Job,
+    JobList,
+    BatchAnswer,
+    AssetInfo,
+    ModelList,
+    FarmStatus,
+    Status,
+    ErrorBody,
+)
 
 
 def _content(resp: Resp, refs: dict[str, Any]) -> dict[str, Any] | None:
@@ -188,8 +331,9 @@ def _content(resp: Resp, refs: dict[str, Any]) -> dict[str, Any] | None:
 def document() -> dict[str, Any]:
     """The whole OpenAPI document (built once per process)."""
     pairs = [(m, "serialization") for m in _MODELS] + [
-        (JobSpec, "validation"), (BatchRequest, "validation"),
-    ]  # fmt: skip
+        (JobSpec, "validation"),
+        (BatchRequest, "validation"),
+    ]
     keys, top = models_json_schema(pairs, ref_template="#/components/schemas/{model}")
     refs = {model.__name__: keys[(model, mode)] for model, mode in pairs}
     paths: dict[str, dict[str, Any]] = {}

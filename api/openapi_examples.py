@@ -90,6 +90,7 @@ MODELS = {
             "steps": 5,
             "guidance_scale": 1.0,
             "native_size": 512,
+            "prompts": [],
             "workers": 2,
             "live": True,
             "default": True,

@@ -26,20 +26,29 @@ def farm_status() -> Response:
     now = time.time()
     workers = live_workers(st.redis)
     queues = [
-        {"model": name, "queued": queue_depth(st.redis, name),
-         "workers": sum(1 for w in workers if w["model"] == name)}
+        {
+            "model": name,
+            "queued": queue_depth(st.redis, name),
+            "workers": sum(1 for w in workers if w["model"] == name),
+        }
         for name in st.models
-    ]  # fmt: skip
+    ]
     failed, _ = st.records.list(tenant(), status="failed", limit=RECENT_FAILURES, cursor=None)
-    return jsonify({
-        "queues": queues,
-        "workers": [
-            {"name": w["name"], "model": w["model"], "device": w["info"].get("device"),
-             "seen_seconds_ago": round(max(0.0, now - w["seen"]), 1)}
-            for w in workers
-        ],
-        "recent_failures": [
-            {"id": job["id"], "finished_at": job["finished_at"], "error": job["error"]}
-            for job in (to_public(r) for r in failed)
-        ],
-    })  # fmt: skip
+    return jsonify(
+        {
+            "queues": queues,
+            "workers": [
+                {
+                    "name": w["name"],
+                    "model": w["model"],
+                    "device": w["info"].get("device"),
+                    "seen_seconds_ago": round(max(0.0, now - w["seen"]), 1),
+                }
+                for w in workers
+            ],
+            "recent_failures": [
+                {"id": job["id"], "finished_at": job["finished_at"], "error": job["error"]}
+                for job in (to_public(r) for r in failed)
+            ],
+        }
+    )

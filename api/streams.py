@@ -16,8 +16,9 @@ from flask import Response, request
 from api.errors import ApiError
 from api.events import KEEPALIVE_SECONDS
 from api.state import state
-from farm.records import PREFIX
+from farm import lua
 from farm.redis_conn import redis_errors
+from farm.redis_keys import streams_key
 
 __all__ = ["LEASE_SECONDS", "hold", "streams_key"]
 
@@ -30,36 +31,11 @@ LEASE_SECONDS = 4 * KEEPALIVE_SECONDS
 """A lease not renewed for this long is dropped: the slots of an API process that was killed
 (and so never released them) come back after at most this long."""
 
-# One sorted set per tenant: member = one stream's slot id, score = its lease's expiry in
-# Redis server time (ms), so API hosts with different clocks agree.
-_NOW_MS = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000)"
-_ACQUIRE = f"""{_NOW_MS}
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
-  return 0
-end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
-return 1
-"""
-# A lease that ran out (Redis unreachable, or a client that stopped reading so long that no
-# chunk passed) is not taken back: its slot may be another stream's by now, and the cap holds.
-_RENEW = f"""{_NOW_MS}
-local expiry = redis.call('ZSCORE', KEYS[1], ARGV[2])
-if not expiry or tonumber(expiry) < now then
-  redis.call('ZREM', KEYS[1], ARGV[2])
-  return 0
-end
-redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[2])
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]))
-return 1
-"""
+# One sorted set per tenant (farm/redis_keys.py streams_key): member = one stream's slot id,
+# score = its lease's expiry in Redis server time (ms), so API hosts with different clocks agree.
+_ACQUIRE = lua.load("server_now", "stream_acquire")
+_RENEW = lua.load("server_now", "stream_renew")
 _LEASE_MS = int(LEASE_SECONDS * 1000)
-
-
-def streams_key(tenant: str) -> str:
-    """Sorted set of the tenant's open event streams (slot id -> lease expiry, ms)."""
-    return f"{PREFIX}tenant:{tenant}:streams"
 
 
 def hold(tenant: str, response: Response) -> Response:

@@ -16,6 +16,7 @@ from api.state import state
 from farm.dispatch import send_job
 from farm.ids import new_job_id
 from farm.records import QuotaExceeded, new_record
+from farm.redis_keys import asset_meta_key
 from farm.storage import ObjectMissing, asset_key
 from schemas import SpecError, ValidationContext, normalize_spec, parse_spec
 from schemas.defaults import ASSET_TTL
@@ -35,9 +36,10 @@ def read_json() -> tuple[bytes, Any]:
     """The raw body and its JSON; 415 for another content type, 400 for malformed JSON."""
     if request.mimetype != "application/json":
         raise ApiError(
-            415, "unsupported_media_type",
+            415,
+            "unsupported_media_type",
             f"send the body as application/json (got {request.mimetype or 'no content type'})",
-        )  # fmt: skip
+        )
     body = request.get_data(cache=True)  # over MAX_CONTENT_LENGTH: 413 before it is read
     try:
         raw = json.loads(body)
@@ -45,9 +47,10 @@ def read_json() -> tuple[bytes, Any]:
         raise ApiError(400, "invalid_json", "the body is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise ApiError(
-            400, "invalid_json",
+            400,
+            "invalid_json",
             f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-        ) from None  # fmt: skip
+        ) from None
     except RecursionError:
         raise ApiError(400, "invalid_json", "the body's JSON is nested too deeply") from None
     except ValueError as exc:  # an integer of thousands of digits, for one
@@ -57,9 +60,11 @@ def read_json() -> tuple[bytes, Any]:
             json.dumps(raw, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
             raise ApiError(
-                400, "invalid_json", "the body holds a lone UTF-16 surrogate escape (\\ud800 to "
+                400,
+                "invalid_json",
+                "the body holds a lone UTF-16 surrogate escape (\\ud800 to "
                 "\\udfff without its pair): it is not text",
-            ) from None  # fmt: skip
+            ) from None
     return body, raw
 
 
@@ -71,7 +76,7 @@ def asset_reader(tenant: str) -> Callable[[str], bytes]:
     st = state()
 
     def read(asset_id: str) -> bytes:
-        meta_key = f"rf:asset:{tenant}:{asset_id}"
+        meta_key = asset_meta_key(tenant, asset_id)
         meta = st.redis.hgetall(meta_key) if is_sha256(asset_id) else {}
         if not meta:
             raise KeyError(asset_id)
@@ -161,7 +166,8 @@ def enqueue(tenant: str, prepared: list[Prepared]) -> list[dict[str, str]]:
         log.error("dispatch failed, %d jobs discarded: %s", len(records), exc)
         st.records.discard(tenant, [r["id"] for r in records])
         raise ApiError(
-            503, "broker_unavailable",
+            503,
+            "broker_unavailable",
             "the queue does not answer: nothing was queued; retry later",
-        ) from None  # fmt: skip
+        ) from None
     return records

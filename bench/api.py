@@ -596,8 +596,19 @@ def start_redis(workdir: Path, stack: contextlib.ExitStack) -> tuple[str, Proc]:
     from farm.embedded import EmbeddedRedisError, wait_for_redis
 
     port = _free_port()
-    argv = [_redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(workdir)]  # fmt: skip
+    argv = [
+        _redis_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(workdir),
+    ]
     proc = Proc("redis", argv, workdir / "redis.log")
     stack.callback(proc.stop)
     url = f"redis://127.0.0.1:{port}/0"
@@ -634,15 +645,42 @@ def start_server(
 ) -> Proc:
     env = _server_env(redis_url, workdir / "data")
     if which == "api":
-        argv = [*_regionfarm_argv(), "api", "--host", "127.0.0.1", "--port", str(port),
-                "--workers", str(workers), "--connections", str(connections)]  # fmt: skip
+        argv = [
+            *_regionfarm_argv(),
+            "api",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--connections",
+            str(connections),
+        ]
     else:
-        argv = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
-                "--workers", str(workers), "--worker-class", "gevent",
-                "--worker-connections", str(connections), "--keep-alive", str(KEEPALIVE_S),
-                "--timeout", "60",
-                "--graceful-timeout", "10", "--no-control-socket", "--chdir", str(ROOT),
-                "bench.api:floor_app()"]  # fmt: skip
+        argv = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "--worker-class",
+            "gevent",
+            "--worker-connections",
+            str(connections),
+            "--keep-alive",
+            str(KEEPALIVE_S),
+            "--timeout",
+            "60",
+            "--graceful-timeout",
+            "10",
+            "--no-control-socket",
+            "--chdir",
+            str(ROOT),
+            "bench.api:floor_app()",
+        ]
     return Proc(which, argv, workdir / f"{which}.log", env=env, cwd=ROOT)
 
 
@@ -708,8 +746,10 @@ class Meter:
     and this process (the load generator); `extra` adds the load processes' own."""
 
     def __init__(self, server: Proc | None = None, redis_proc: Proc | None = None) -> None:
-        self.pids = {"server": server.pid if server else None,
-                     "redis": redis_proc.pid if redis_proc else None}  # fmt: skip
+        self.pids = {
+            "server": server.pid if server else None,
+            "redis": redis_proc.pid if redis_proc else None,
+        }
         self.begin: dict[str, float] = {}
         self.took: dict[str, float] = {}
 
@@ -753,12 +793,13 @@ def redis_counts(url: str, which: str) -> dict[str, int]:
     try:
         if which == "floor":
             return {"floor_list": int(client.llen(FLOOR_KEY))}
+        from farm import redis_keys
         from farm.broker import queue_depth
 
         return {
             "queued_messages": queue_depth(client, MODEL),
-            "job_records": int(client.zcard(f"rf:tenant:{TENANT}:jobs")),
-            "queued_set": int(client.scard(f"rf:tenant:{TENANT}:queued")),
+            "job_records": int(client.zcard(redis_keys.tenant_jobs_key(TENANT))),
+            "queued_set": int(client.scard(redis_keys.tenant_queued_key(TENANT))),
         }
     finally:
         client.close()
@@ -775,13 +816,19 @@ def flush(url: str) -> None:
 
 
 def run_server(
-    which: str, cfg: Config, body: bytes, redis_url: str, redis_proc: Proc, workdir: Path,
+    which: str,
+    cfg: Config,
+    body: bytes,
+    redis_url: str,
+    redis_proc: Proc,
+    workdir: Path,
     stack: contextlib.ExitStack,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     flush(redis_url)
     port = _free_port()
-    _progress(f"{which}: starting ({cfg.workers} workers x {cfg.connections} connections) on "
-              f":{port}")  # fmt: skip
+    _progress(
+        f"{which}: starting ({cfg.workers} workers x {cfg.connections} connections) on :{port}"
+    )
     server = start_server(which, port, cfg.workers, cfg.connections, redis_url, workdir)
     stop = stack.callback(server.stop)
     try:
@@ -847,8 +894,10 @@ def streams_run(
     answered = statuses[200]
     if answered < cfg.streams:
         _progress(f"api: only {answered} of {cfg.streams} streams opened: {answers}")
-    _progress(f"api: open loop {cfg.rate:g} req/s for {cfg.warmup:g} + {cfg.duration:g} s with "
-              f"{answered} streams open")  # fmt: skip
+    _progress(
+        f"api: open loop {cfg.rate:g} req/s for {cfg.warmup:g} + {cfg.duration:g} s with "
+        f"{answered} streams open"
+    )
     result = open_loop(target, cfg.rate, cfg.duration, cfg.open_threads, cfg.warmup, meter)
     conn.send("done")
     if not conn.poll(READY_TIMEOUT_S):
@@ -943,45 +992,67 @@ def print_report(cfg: Config, results: dict[str, Any]) -> None:
 
     split = _procs(cfg.client_procs)
     print()
-    print(f"== open loop: {cfg.rate:g} req/s scheduled for {cfg.duration:g} s on "
-          f"{cfg.open_threads} keep-alive connections (1 process); latency from each request's "
-          "scheduled send time ==")  # fmt: skip
-    print(f"{'server':<7}{'sent':>7}{'errors':>7}{'rate/s':>8}{'p50 ms':>8}{'p90 ms':>8}"
-          f"{'p99 ms':>8}{'max ms':>8}{'late':>6}  {CPU_HEAD}")  # fmt: skip
+    print(
+        f"== open loop: {cfg.rate:g} req/s scheduled for {cfg.duration:g} s on "
+        f"{cfg.open_threads} keep-alive connections (1 process); latency from each request's "
+        "scheduled send time =="
+    )
+    print(
+        f"{'server':<7}{'sent':>7}{'errors':>7}{'rate/s':>8}{'p50 ms':>8}{'p90 ms':>8}"
+        f"{'p99 ms':>8}{'max ms':>8}{'late':>6}  {CPU_HEAD}"
+    )
     for which, res in results.items():
         o = res["open"]
-        print(f"{which:<7}{o['sent']:>7}{o['errors']:>7}{o['achieved_rate']:>8.1f}"
-              f"{o['p50_ms']:>8.2f}{o['p90_ms']:>8.2f}{o['p99_ms']:>8.2f}{o['max_ms']:>8.1f}"
-              f"{o['late']:>6}  {_cpu_cells(o)}")  # fmt: skip
+        print(
+            f"{which:<7}{o['sent']:>7}{o['errors']:>7}{o['achieved_rate']:>8.1f}"
+            f"{o['p50_ms']:>8.2f}{o['p90_ms']:>8.2f}{o['p99_ms']:>8.2f}{o['max_ms']:>8.1f}"
+            f"{o['late']:>6}  {_cpu_cells(o)}"
+        )
     print()
-    print(f"== closed loop: {cfg.clients} clients, one keep-alive connection each, in {split}, "
-          f"{cfg.duration:g} s ==")  # fmt: skip
-    print(f"{'server':<7}{'requests':>9}{'errors':>7}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}"
-          f"{'max ms':>8}  {CPU_HEAD}")  # fmt: skip
+    print(
+        f"== closed loop: {cfg.clients} clients, one keep-alive connection each, in {split}, "
+        f"{cfg.duration:g} s =="
+    )
+    print(
+        f"{'server':<7}{'requests':>9}{'errors':>7}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}"
+        f"{'max ms':>8}  {CPU_HEAD}"
+    )
     for which, res in results.items():
         c = res["closed"]
-        print(f"{which:<7}{c['sent']:>9}{c['errors']:>7}{c['rps']:>8.1f}{c['p50_ms']:>8.2f}"
-              f"{c['p99_ms']:>8.2f}{c['max_ms']:>8.1f}  {_cpu_cells(c)}")  # fmt: skip
+        print(
+            f"{which:<7}{c['sent']:>9}{c['errors']:>7}{c['rps']:>8.1f}{c['p50_ms']:>8.2f}"
+            f"{c['p99_ms']:>8.2f}{c['max_ms']:>8.1f}  {_cpu_cells(c)}"
+        )
     ratio = closed_ratio(results)
     print(f"api/floor closed-loop throughput: {'n/a' if ratio is None else f'{ratio:.2f}'}")
-    print("(late: open-loop sends more than 1 ms behind schedule; gen: the busiest load process's "
-          "CPU, % of one core)")  # fmt: skip
+    print(
+        "(late: open-loop sends more than 1 ms behind schedule; gen: the busiest load process's "
+        "CPU, % of one core)"
+    )
     streams = (results.get("api") or {}).get("streams")
     if streams is not None:
         print()
-        print(f"== open loop with {streams['streams']} event streams open: the same load, "
-              f"while another process holds the streams (on {streams['watched_jobs']} queued "
-              "jobs) ==")  # fmt: skip
-        print(f"{'server':<7}{'streams':>8}{'open':>6}{'ended':>6}{'sent':>7}{'errors':>7}"
-              f"{'rate/s':>8}{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>8}{'max ms':>8}{'late':>6}  "
-              f"{CPU_HEAD}")  # fmt: skip
+        print(
+            f"== open loop with {streams['streams']} event streams open: the same load, "
+            f"while another process holds the streams (on {streams['watched_jobs']} queued "
+            "jobs) =="
+        )
+        print(
+            f"{'server':<7}{'streams':>8}{'open':>6}{'ended':>6}{'sent':>7}{'errors':>7}"
+            f"{'rate/s':>8}{'p50 ms':>8}{'p90 ms':>8}{'p99 ms':>8}{'max ms':>8}{'late':>6}  "
+            f"{CPU_HEAD}"
+        )
         o = streams["open"]
-        print(f"{'api':<7}{streams['streams']:>8}{streams['answered'].get('200', 0):>6}"
-              f"{streams['ended_early']:>6}{o['sent']:>7}{o['errors']:>7}"
-              f"{o['achieved_rate']:>8.1f}{o['p50_ms']:>8.2f}{o['p90_ms']:>8.2f}"
-              f"{o['p99_ms']:>8.2f}{o['max_ms']:>8.1f}{o['late']:>6}  {_cpu_cells(o)}")  # fmt: skip
-        print(f"(open: streams answered 200, in {streams['open_s']:.1f} s; ended: streams that "
-              "ended before the load did; errors: submits not answered 202)")  # fmt: skip
+        print(
+            f"{'api':<7}{streams['streams']:>8}{streams['answered'].get('200', 0):>6}"
+            f"{streams['ended_early']:>6}{o['sent']:>7}{o['errors']:>7}"
+            f"{o['achieved_rate']:>8.1f}{o['p50_ms']:>8.2f}{o['p90_ms']:>8.2f}"
+            f"{o['p99_ms']:>8.2f}{o['max_ms']:>8.1f}{o['late']:>6}  {_cpu_cells(o)}"
+        )
+        print(
+            f"(open: streams answered 200, in {streams['open_s']:.1f} s; ended: streams that "
+            "ended before the load did; errors: submits not answered 202)"
+        )
     print()
     print("== correctness: Redis against the 202 answers (probe + warm-ups + every mode) ==")
     for which, res in results.items():
@@ -1003,11 +1074,17 @@ def print_report(cfg: Config, results: dict[str, Any]) -> None:
     if streams is not None:
         n = streams["streams"]
         rows += [
-            (f"{n} streams: zero errors", "streams_zero_errors",
-             f"{streams['errors']} errors: submits, unopened or ended streams"),
-            (f"{n} streams: open-loop p99 < {GOAL_P99_MS:g} ms", "streams_open_p99_under_50ms",
-             f"{streams['open']['p99_ms']:.1f} ms"),
-        ]  # fmt: skip
+            (
+                f"{n} streams: zero errors",
+                "streams_zero_errors",
+                f"{streams['errors']} errors: submits, unopened or ended streams",
+            ),
+            (
+                f"{n} streams: open-loop p99 < {GOAL_P99_MS:g} ms",
+                "streams_open_p99_under_50ms",
+                f"{streams['open']['p99_ms']:.1f} ms",
+            ),
+        ]
     print("== goals (the api) ==")
     for label, key, why in rows:
         print(f"  {label:<36}{verdict(g[key]):<6}({why})")
@@ -1023,19 +1100,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=200.0, help="open-loop req/s (default 200)")
     p.add_argument("--clients", type=int, default=64, help="closed-loop clients (default 64)")
     p.add_argument("--workers", type=int, default=2, help="gunicorn processes (default 2)")
-    p.add_argument("--connections", type=int, default=1000,
-                   help="connections per server process (gevent; default 1000)")  # fmt: skip
-    p.add_argument("--open-threads", type=int, default=64,
-                   help="open-loop connections, one thread each (default 64; at low rates "
-                   "capped to about one per request per second so that none idles past the "
-                   "servers' keep-alive)")  # fmt: skip
-    p.add_argument("--client-procs", type=int, default=1,
-                   help="processes the closed-loop clients are split over (default 1: on the "
-                   "2-core machine it was measured on, one process stayed well below a core, "
-                   "and a second only took CPU from the servers)")  # fmt: skip
-    p.add_argument("--streams", type=int, default=1000,
-                   help="event streams held open during a second open loop on the api (default "
-                   "1000; 0: no such run)")  # fmt: skip
+    p.add_argument(
+        "--connections",
+        type=int,
+        default=1000,
+        help="connections per server process (gevent; default 1000)",
+    )
+    p.add_argument(
+        "--open-threads",
+        type=int,
+        default=64,
+        help="open-loop connections, one thread each (default 64; at low rates "
+        "capped to about one per request per second so that none idles past the "
+        "servers' keep-alive)",
+    )
+    p.add_argument(
+        "--client-procs",
+        type=int,
+        default=1,
+        help="processes the closed-loop clients are split over (default 1: on the "
+        "2-core machine it was measured on, one process stayed well below a core, "
+        "and a second only took CPU from the servers)",
+    )
+    p.add_argument(
+        "--streams",
+        type=int,
+        default=1000,
+        help="event streams held open during a second open loop on the api (default "
+        "1000; 0: no such run)",
+    )
     p.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds (default 1)")
     p.add_argument("--only", choices=SERVERS, help="run one server only")
     p.add_argument("--json", type=Path, help="also write the results here as JSON")
@@ -1066,20 +1159,28 @@ def main(argv: list[str] | None = None) -> int:
     # connection per stream for the API: raise the soft open-files limit for both.
     needed = 2 * cfg.streams + cfg.open_threads + cfg.clients + OPEN_FILES_SPARE
     if allow_open_files(needed) < needed:
-        print(f"bench: the open-files limit (`ulimit -Hn`) is below the {needed} that "
-              f"--streams {cfg.streams} needs: some streams will fail",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"bench: the open-files limit (`ulimit -Hn`) is below the {needed} that "
+            f"--streams {cfg.streams} needs: some streams will fail",
+            file=sys.stderr,
+        )
     facts = machine_facts()
-    print(f"regionfarm submit benchmark: POST {API_PATH} (3 regions, {WIDTH}x{HEIGHT}, inline "
-          "PNG masks) vs a bare Flask route doing one Redis LPUSH of the same body")  # fmt: skip
-    print(f"machine: {facts['cpu_count']} CPUs ({facts['cpus_usable']} usable), "
-          f"Python {facts['python']}, {facts['platform']}, redis-server {facts['redis']}, "
-          f"gunicorn {facts['gunicorn']}, open files {facts['open_files']}, load average at start "
-          f"{'/'.join(f'{x:.2f}' for x in facts['loadavg'] or [])}")  # fmt: skip
-    print(f"servers: gunicorn gevent, {cfg.workers} workers x {cfg.connections} connections, "
-          f"one at a time, Redis flushed between; load generator (http.client, outside the "
-          f"servers): this process for the open loop, {_procs(cfg.client_procs)} for the closed "
-          f"loop; {cfg.warmup:g} s warm-up before each mode, not counted")  # fmt: skip
+    print(
+        f"regionfarm submit benchmark: POST {API_PATH} (3 regions, {WIDTH}x{HEIGHT}, inline "
+        "PNG masks) vs a bare Flask route doing one Redis LPUSH of the same body"
+    )
+    print(
+        f"machine: {facts['cpu_count']} CPUs ({facts['cpus_usable']} usable), "
+        f"Python {facts['python']}, {facts['platform']}, redis-server {facts['redis']}, "
+        f"gunicorn {facts['gunicorn']}, open files {facts['open_files']}, load average at start "
+        f"{'/'.join(f'{x:.2f}' for x in facts['loadavg'] or [])}"
+    )
+    print(
+        f"servers: gunicorn gevent, {cfg.workers} workers x {cfg.connections} connections, "
+        f"one at a time, Redis flushed between; load generator (http.client, outside the "
+        f"servers): this process for the open loop, {_procs(cfg.client_procs)} for the closed "
+        f"loop; {cfg.warmup:g} s warm-up before each mode, not counted"
+    )
     body = json.dumps(job_spec(), separators=(",", ":")).encode()
     print(f"request body: {len(body)} bytes, the same on every request", flush=True)
 

@@ -2,8 +2,9 @@
 capacity for a while (open loop) while 2 `regionfarm worker` processes drain the queue; then
 every accepted job is accounted for. Prints a table and plots the queue depth over time.
 
-The workers render with the runner's test-only hook (RF_TEST_RENDER_STEP_MS: a sleep per step
-and a small noise image), so the figures are the farm's: API, Redis, Celery, records, storage.
+The workers are the test suite's stand-in workers (tests/harness/stand_in_worker.py, run from
+this checkout: `regionfarm worker` whose runner renders with a stand-in, a sleep per step and a
+small noise image), so the figures are the farm's: API, Redis, Celery, records, storage.
 The load generator, Redis and server plumbing are bench/api.py's; results go to the farm's
 local storage (API and workers share its data dir).
 """
@@ -34,7 +35,6 @@ from bench.api import (
     Proc,
     Target,
     _post,
-    _regionfarm_argv,
     _server_env,
     closed_loop,
     job_spec,
@@ -46,6 +46,8 @@ from bench.api import (
 )
 from bench.api import _free_port as free_port
 
+STAND_IN_WORKER = ROOT / "tests" / "harness" / "stand_in_worker.py"
+"""`regionfarm worker` with a stand-in renderer: the test suite's, used here as it is."""
 SAMPLE_S = 0.5
 """Seconds between two samples of the queue depth."""
 FINAL = ("succeeded", "failed", "canceled")
@@ -59,14 +61,23 @@ def start_workers(
     count: int, redis_url: str, workdir: Path, args: argparse.Namespace
 ) -> list[Proc]:
     env = _server_env(redis_url, workdir / "data")
-    env.update(RF_TEST_RENDER_STEP_MS=str(args.step_ms), REGIONFARM_TORCH_THREADS="1",
-               HF_HUB_OFFLINE="1", REGIONFARM_LEASE_SECONDS="10")  # fmt: skip
+    env.update(REGIONFARM_TORCH_THREADS="1", HF_HUB_OFFLINE="1", REGIONFARM_LEASE_SECONDS="10")
     if args.model_cache:
         env["REGIONFARM_MODEL_CACHE"] = str(args.model_cache)
     procs = []
     for n in range(count):
-        argv = [*_regionfarm_argv(), "worker", "--model", MODEL, "--device", "cpu",
-                "--name", f"load{n}"]  # fmt: skip
+        argv = [
+            sys.executable,
+            str(STAND_IN_WORKER),
+            "--step-ms",
+            str(args.step_ms),
+            "--model",
+            MODEL,
+            "--device",
+            "cpu",
+            "--name",
+            f"load{n}",
+        ]
         procs.append(Proc(f"worker{n}", argv, workdir / f"worker{n}.log", env=env, cwd=ROOT))
     return procs
 
@@ -84,15 +95,21 @@ class Sampler(threading.Thread):
         self.stopping = threading.Event()
 
     def sample(self) -> dict[str, float]:
+        from farm import redis_keys
         from farm.broker import queue_depth
 
         pipe = self.client.pipeline(transaction=False)
         for status in ("queued", "running"):
-            pipe.scard(f"rf:active:{status}")
-        pipe.hget("rf:stats:finished", "succeeded")
+            pipe.scard(redis_keys.active_key(status))
+        pipe.hget(redis_keys.STATS_KEY, "succeeded")
         queued, running, done = pipe.execute()
-        return {"t": time.monotonic() - self.t0, "depth": queue_depth(self.client, MODEL),
-                "queued": queued, "running": running, "succeeded": int(done or 0)}  # fmt: skip
+        return {
+            "t": time.monotonic() - self.t0,
+            "depth": queue_depth(self.client, MODEL),
+            "queued": queued,
+            "running": running,
+            "succeeded": int(done or 0),
+        }
 
     def run(self) -> None:
         while not self.stopping.is_set():
@@ -119,13 +136,14 @@ def account(redis_url: str, accepted: int, workdir: Path, args: argparse.Namespa
     """Every accepted job against the records, the results and the counters."""
     import redis
 
+    from farm import redis_keys
     from farm.broker import queue_depth
 
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    ids = client.zrange(f"rf:tenant:{TENANT}:jobs", 0, -1)
+    ids = client.zrange(redis_keys.tenant_jobs_key(TENANT), 0, -1)
     pipe = client.pipeline(transaction=False)
     for job_id in ids:
-        pipe.hmget(f"rf:job:{job_id}", "status", "error", "attempts")
+        pipe.hmget(redis_keys.job_key(job_id), "status", "error", "attempts")
     statuses: dict[str, int] = {}
     failed: dict[str, int] = {}
     reruns = 0
@@ -135,7 +153,7 @@ def account(redis_url: str, accepted: int, workdir: Path, args: argparse.Namespa
             code = json.loads(error)["code"]
             failed[code] = failed.get(code, 0) + 1
         reruns += int(attempts or 0) > 1
-    transitions = int(client.hget("rf:stats:finished", "succeeded") or 0)
+    transitions = int(client.hget(redis_keys.STATS_KEY, "succeeded") or 0)
     stored = _count_results(workdir, args)
     succeeded = statuses.get("succeeded", 0)
     return {
@@ -162,8 +180,10 @@ def _count_results(workdir: Path, args: argparse.Namespace) -> int:
 def plot(path: Path, samples: list[dict[str, float]], marks: dict[str, float]) -> str:
     """Queue depth over time, with matplotlib when installed, else with Pillow; says which."""
     ts = [s["t"] for s in samples]
-    series = [("messages in the queue", [s["depth"] for s in samples], (31, 119, 180)),
-              ("jobs running", [s["running"] for s in samples], (214, 39, 40))]  # fmt: skip
+    series = [
+        ("messages in the queue", [s["depth"] for s in samples], (31, 119, 180)),
+        ("jobs running", [s["running"] for s in samples], (214, 39, 40)),
+    ]
     title = (
         "queue depth over time (load " + ", ".join(f"{k} {v:.0f} s" for k, v in marks.items()) + ")"
     )
@@ -259,8 +279,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         meter = Meter(server, redis_proc)
         _progress(f"measuring capacity: closed loop, {args.clients} clients, {args.measure:g} s")
         capacity = closed_loop(target, args.clients, args.measure, 0.5, 1, meter, stack)
-        accepted += sum(int(m["status_counts"].get("202", 0)) for m in (capacity,
-                                                                         capacity["warmup"]))  # fmt: skip
+        accepted += sum(
+            int(m["status_counts"].get("202", 0)) for m in (capacity, capacity["warmup"])
+        )
         rate = args.rate or max(1.0, capacity["rps"] * args.load)
         load_start = sampler.samples[-1]["t"] if sampler.samples else 0.0
         _progress(f"load: open loop at {rate:.0f} req/s for {args.duration:g} s")
@@ -280,15 +301,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sampler.stopping.set()
         sampler.join()
         results["accounting"] = account(redis_url, accepted, workdir, args)
-        errors_5xx = sum(n for k, n in loaded["status_counts"].items() if k.isdigit()
-                         and int(k) >= 500)  # fmt: skip
+        errors_5xx = sum(
+            n for k, n in loaded["status_counts"].items() if k.isdigit() and int(k) >= 500
+        )
         results.update(
             capacity={k: capacity[k] for k in ("rps", "sent", "errors", "p50_ms", "p99_ms")},
-            load=loaded, rate=rate, errors_5xx=errors_5xx, samples=sampler.samples,
-            marks={"start": load_start, "end": load_end}, drained_at=drained_at,
+            load=loaded,
+            rate=rate,
+            errors_5xx=errors_5xx,
+            samples=sampler.samples,
+            marks={"start": load_start, "end": load_end},
+            drained_at=drained_at,
             drain_seconds=None if drained_at is None else drained_at - load_end,
             max_depth=max((s["depth"] for s in sampler.samples), default=0),
-        )  # fmt: skip
+        )
         if args.plot:
             results["plot"] = str(args.plot)
             results["plotted_with"] = plot(args.plot, sampler.samples, results["marks"])
@@ -299,9 +325,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def print_report(args: argparse.Namespace, r: dict[str, Any]) -> None:
     cap, load, acc = r["capacity"], r["load"], r["accounting"]
-    print(f"farm load benchmark: POST /v1/jobs ({len(json.dumps(job_spec()))} B spec), API "
-          f"gunicorn {args.api_workers}x{args.api_connections}, {args.workers} workers "
-          f"(test render hook, {args.steps} steps x {args.step_ms:g} ms)")  # fmt: skip
+    print(
+        f"farm load benchmark: POST /v1/jobs ({len(json.dumps(job_spec()))} B spec), API "
+        f"gunicorn {args.api_workers}x{args.api_connections}, {args.workers} workers "
+        f"(stand-in renders, {args.steps} steps x {args.step_ms:g} ms)"
+    )
     m = r["machine"]
     print(f"machine: {m['cpu_count']} CPUs, Python {m['python']}, redis {m['redis']}")
     print()
@@ -339,20 +367,33 @@ def print_report(args: argparse.Namespace, r: dict[str, Any]) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--duration", type=float, default=60.0, help="seconds of load (default 60)")
-    p.add_argument("--measure", type=float, default=5.0,
-                   help="seconds of the closed loop that measures capacity (default 5)")  # fmt: skip
-    p.add_argument("--load", type=float, default=1.0,
-                   help="fraction of the measured capacity to submit at (default 1)")  # fmt: skip
+    p.add_argument(
+        "--measure",
+        type=float,
+        default=5.0,
+        help="seconds of the closed loop that measures capacity (default 5)",
+    )
+    p.add_argument(
+        "--load",
+        type=float,
+        default=1.0,
+        help="fraction of the measured capacity to submit at (default 1)",
+    )
     p.add_argument("--rate", type=float, help="submit at this many req/s instead")
     p.add_argument("--clients", type=int, default=16, help="closed-loop clients (default 16)")
     p.add_argument("--workers", type=int, default=2, help="render workers (default 2)")
     p.add_argument("--steps", type=int, default=5, help="steps per job (default 5)")
     p.add_argument("--step-ms", type=float, default=0.0, help="render sleep per step (default 0)")
     p.add_argument("--api-workers", type=int, default=2, help="gunicorn processes (default 2)")
-    p.add_argument("--api-connections", type=int, default=1000,
-                   help="connections per process (1000)")  # fmt: skip
-    p.add_argument("--drain-timeout", type=float, default=900.0,
-                   help="seconds to wait for the queue to drain (default 900)")  # fmt: skip
+    p.add_argument(
+        "--api-connections", type=int, default=1000, help="connections per process (1000)"
+    )
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=900.0,
+        help="seconds to wait for the queue to drain (default 900)",
+    )
     p.add_argument("--model-cache", type=Path, help="REGIONFARM_MODEL_CACHE of the workers")
     p.add_argument("--plot", type=Path, help="write the queue-depth plot (PNG) here")
     p.add_argument("--json", type=Path, help="write the results here as JSON")

@@ -19,12 +19,17 @@ from pathlib import Path
 
 import redis
 
+from farm import redis_keys
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent / "regionfarm"
 SPEC = {
-    "kind": "image", "model": "tiny-random", "width": 256, "height": 256,
+    "kind": "image",
+    "model": "tiny-random",
+    "width": 256,
+    "height": 256,
     "background": {"prompt": "a lighthouse at dusk"},
-}  # fmt: skip
+}
 
 
 def _call(url: str, body: dict | None = None) -> dict:
@@ -51,8 +56,10 @@ def main() -> int:
     env["REGIONFARM_MODEL_CACHE"] = os.environ.get("REGIONFARM_MODEL_CACHE", str(data / "models"))
     farm = subprocess.Popen(
         [str(BIN), "up", "--data-dir", str(data), "--port", str(port), "--model", "tiny-random"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 300
         while True:
@@ -76,11 +83,14 @@ def main() -> int:
             waits.append(_time(job["started_at"]) - _time(job["created_at"]))
             totals.append(time.time() - sent)
         client = redis.Redis.from_url((data / "redis" / "url").read_text().strip())
-        loads = [json.loads(client.hget(k, "info"))["loads"] for k in client.keys("rf:worker:*")]
+        heartbeats = client.keys(redis_keys.WORKER_PATTERN)
+        loads = [json.loads(client.hget(k, "info"))["loads"] for k in heartbeats]
         ms = sorted(w * 1000 for w in waits)
         print(f"idle farm, {args.jobs} jobs one at a time (tiny-random 256x256 on the CPU)")
-        print(f"submit -> started: p50 {statistics.median(ms):.0f} ms, "
-              f"p95 {ms[int(0.95 * (len(ms) - 1))]:.0f} ms, max {ms[-1]:.0f} ms")  # fmt: skip
+        print(
+            f"submit -> started: p50 {statistics.median(ms):.0f} ms, "
+            f"p95 {ms[int(0.95 * (len(ms) - 1))]:.0f} ms, max {ms[-1]:.0f} ms"
+        )
         print(f"submit -> succeeded (client view): p50 {statistics.median(totals):.2f} s")
         print(f"model loads per worker process: {loads}")
         return 0

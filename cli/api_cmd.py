@@ -39,16 +39,23 @@ def add_parsers(sub: Any) -> None:
     api = sub.add_parser("api", help="the REST API alone (gunicorn; Flask's server with --dev)")
     _common(api)
     api.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="gunicorn processes")
-    api.add_argument("--connections", type=_positive, default=DEFAULT_CONNECTIONS,
-                     help=f"open connections per process, event streams included (default "
-                     f"{DEFAULT_CONNECTIONS})")  # fmt: skip
+    api.add_argument(
+        "--connections",
+        type=_positive,
+        default=DEFAULT_CONNECTIONS,
+        help=f"open connections per process, event streams included (default "
+        f"{DEFAULT_CONNECTIONS})",
+    )
     api.add_argument("--dev", action="store_true", help="Flask's development server instead")
     api.set_defaults(handler=run_api)
 
     up = sub.add_parser("up", help="the whole farm in one process tree on embedded defaults")
     _common(up)
-    up.add_argument("--data-dir", type=Path, help="embedded Redis and local storage (default "
-                    "REGIONFARM_DATA_DIR or ./.regionfarm)")  # fmt: skip
+    up.add_argument(
+        "--data-dir",
+        type=Path,
+        help="embedded Redis and local storage (default REGIONFARM_DATA_DIR or ./.regionfarm)",
+    )
     up.add_argument(
         "--model",
         action="append",
@@ -62,9 +69,13 @@ def add_parsers(sub: Any) -> None:
     )
     up.add_argument("--device", help="device of those workers (default: CUDA when present)")
     up.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="API processes")
-    up.add_argument("--connections", type=_positive, default=DEFAULT_CONNECTIONS,
-                    help=f"open connections per API process, event streams included (default "
-                    f"{DEFAULT_CONNECTIONS})")  # fmt: skip
+    up.add_argument(
+        "--connections",
+        type=_positive,
+        default=DEFAULT_CONNECTIONS,
+        help=f"open connections per API process, event streams included (default "
+        f"{DEFAULT_CONNECTIONS})",
+    )
     up.set_defaults(handler=run_up, dev=False)
 
 
@@ -186,17 +197,23 @@ def _start_workers(settings: Settings, args: argparse.Namespace) -> list[subproc
     if getattr(args, "no_worker", True):  # `regionfarm api` starts none either
         return []
     models = args.model or [settings.default_model]
-    env = {**os.environ, "REGIONFARM_REDIS_URL": settings.redis_url or "",
-           "REGIONFARM_DATA_DIR": str(settings.data_dir.resolve()),
-           "REGIONFARM_PUBLIC_URL": settings.public_url or ""}  # fmt: skip
+    env = {
+        **os.environ,
+        "REGIONFARM_REDIS_URL": settings.redis_url or "",
+        "REGIONFARM_DATA_DIR": str(settings.data_dir.resolve()),
+        "REGIONFARM_PUBLIC_URL": settings.public_url or "",
+    }
     if settings.api_keys_file is not None:
         env["REGIONFARM_API_KEYS_FILE"] = str(settings.api_keys_file.resolve())
     command = [sys.executable, "-m", "cli.main", "worker"]
     procs = [subprocess.Popen([*command, "--webhooks"], env=env)]
     from cli.worker_cmd import visible_gpus
 
-    placement = ["--device", args.device] if args.device else (
-        ["--gpus", "all"] if visible_gpus() else ["--device", "cpu"])  # fmt: skip
+    placement = (
+        ["--device", args.device]
+        if args.device
+        else (["--gpus", "all"] if visible_gpus() else ["--device", "cpu"])
+    )
     for model in models:
         procs.append(subprocess.Popen([*command, "--model", model, *placement], env=env))
     return procs
@@ -219,10 +236,12 @@ def _with_redis(settings: Settings, args: argparse.Namespace) -> int:
     # Raised before the embedded Redis starts, so that it inherits the limit too.
     needed = 2 * args.connections + OPEN_FILES_SPARE
     if allow_open_files(needed) < needed:
-        print(f"regionfarm: the open-files limit (`ulimit -Hn`) is below the {needed} that "
-              f"--connections {args.connections} needs: raise it (LimitNOFILE= in systemd, "
-              "--ulimit nofile= in Docker) or pass a lower --connections",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"regionfarm: the open-files limit (`ulimit -Hn`) is below the {needed} that "
+            f"--connections {args.connections} needs: raise it (LimitNOFILE= in systemd, "
+            "--ulimit nofile= in Docker) or pass a lower --connections",
+            file=sys.stderr,
+        )
     with contextlib.ExitStack() as stack:
         if not settings.redis_url:
             embedded = EmbeddedRedis(settings.data_dir)
@@ -234,13 +253,22 @@ def _with_redis(settings: Settings, args: argparse.Namespace) -> int:
         where = "local storage under " + str(settings.data_dir.resolve() / "storage")
         if settings.s3_endpoint_url:
             where = f"S3 at {settings.s3_endpoint_url} bucket {settings.s3_bucket}"
-        print(f"regionfarm: API on http://{args.host}:{args.port} (Redis {settings.redis_url}, "
-              f"{where}); Ctrl-C stops it", file=sys.stderr)  # fmt: skip
+        print(
+            f"regionfarm: API on http://{args.host}:{args.port} (Redis {settings.redis_url}, "
+            f"{where}); Ctrl-C stops it",
+            file=sys.stderr,
+        )
         workers = _start_workers(settings, args)
         stack.callback(_stop_workers, workers)
         try:
-            serve(settings, args.host, args.port, workers=args.workers,
-                  connections=args.connections, dev=args.dev)  # fmt: skip
+            serve(
+                settings,
+                args.host,
+                args.port,
+                workers=args.workers,
+                connections=args.connections,
+                dev=args.dev,
+            )
         except (ModelsFileError, KeysFileError, ValueError) as exc:
             return _fail(str(exc), EXIT_BAD_INPUT)
     return 0
@@ -338,9 +366,15 @@ def allow_open_files(needed: int) -> int:
     return target
 
 
-_GUNICORN_CODES = {400: "bad_request", 403: "forbidden", 414: "uri_too_long",
-                   417: "expectation_failed", 431: "request_header_fields_too_large",
-                   500: "internal", 501: "not_implemented"}  # fmt: skip
+_GUNICORN_CODES = {
+    400: "bad_request",
+    403: "forbidden",
+    414: "uri_too_long",
+    417: "expectation_failed",
+    431: "request_header_fields_too_large",
+    500: "internal",
+    501: "not_implemented",
+}
 
 
 def _json_gunicorn_errors() -> None:
@@ -355,8 +389,10 @@ def _json_gunicorn_errors() -> None:
         code = _GUNICORN_CODES.get(status_int, "http_error")
         message = f"{reason.lower()}: {mesg}" if mesg else reason.lower()
         body = json.dumps({"error": {"code": code, "message": message, "details": []}}).encode()
-        head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")  # fmt: skip
+        head = (
+            f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
         util.write_nonblock(sock, head.encode("latin-1") + body)
 
     util.write_error = write_error

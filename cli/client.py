@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from farm.files import atomic_file
+from farm.urls import result_path
+
 __all__ = [
     "DEFAULT_URL",
     "ApiClient",
@@ -264,7 +267,7 @@ class ApiClient:
         A 302 to a presigned storage URL is followed without the Authorization header (the
         key is only ever sent to the API's own origin); a 200 is the image itself. With
         `sha256` (the job's ``result.sha256``) the bytes are checked before the file appears."""
-        url = self.job_url(job_id) + "/result"
+        url = self._url(result_path(urllib.parse.quote(job_id, safe="")))
         try:
             request = self._request("GET", url, headers={"Accept": "*/*"})
             response = self._open(request, self.timeout, redirects=True)
@@ -422,19 +425,17 @@ class ApiClient:
 
     def _save(self, response: http.client.HTTPResponse, path: Path, sha256: str | None) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Created with open(.., "xb") rather than mkstemp so the image gets the umask's mode.
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
         digest = hashlib.sha256()
-        try:
-            with response, open(tmp, "xb") as f:
-                try:
-                    while chunk := response.read(_CHUNK):
-                        digest.update(chunk)
-                        f.write(chunk)
-                except (OSError, http.client.HTTPException) as exc:
-                    raise self._unreachable(
-                        response.url, exc, during="downloading the result"
-                    ) from None
+        # The image gets the umask's mode; a failed or mismatched download leaves no file.
+        with response, atomic_file(path) as f:
+            try:
+                while chunk := response.read(_CHUNK):
+                    digest.update(chunk)
+                    f.write(chunk)
+            except (OSError, http.client.HTTPException) as exc:
+                raise self._unreachable(
+                    response.url, exc, during="downloading the result"
+                ) from None
             if sha256 and digest.hexdigest() != sha256.lower():
                 raise ApiError(
                     0,
@@ -442,9 +443,6 @@ class ApiClient:
                     f"the downloaded result of {response.url} has sha256 "
                     f"{digest.hexdigest()}, the job says {sha256}; try the download again",
                 )
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
         return path
 
 

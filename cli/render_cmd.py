@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 from schemas import Settings, SpecError, ValidationContext, load_models, normalize_spec, parse_spec
+from schemas.formats import SUFFIX_FORMATS
 
 EXIT_ERROR, EXIT_BAD_INPUT = 1, 2
-SUFFIX_FORMATS = {".png": "png", ".webp": "webp", ".jpg": "jpeg", ".jpeg": "jpeg"}
 
 
 def add_parsers(sub) -> None:

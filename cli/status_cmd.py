@@ -15,8 +15,11 @@ __all__ = ["add_parsers"]
 
 def add_parsers(sub: Any) -> None:
     p = sub.add_parser("status", help="queue depth per model, live workers, recent failures")
-    p.add_argument("--url", default=os.environ.get("REGIONFARM_API_URL", DEFAULT_URL),
-                   help="the API (default REGIONFARM_API_URL or %(default)s)")  # fmt: skip
+    p.add_argument(
+        "--url",
+        default=os.environ.get("REGIONFARM_API_URL", DEFAULT_URL),
+        help="the API (default REGIONFARM_API_URL or %(default)s)",
+    )
     p.add_argument("--key", default=os.environ.get("REGIONFARM_API_KEY"), help="API key")
     p.add_argument("--json", action="store_true", help="print the JSON answer")
     p.set_defaults(handler=run_status)
@@ -37,11 +40,15 @@ def run_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
-    _table([("model", "queued", "workers")] + [
-        (q["model"], str(q["queued"]), str(q["workers"])) for q in status["queues"]])  # fmt: skip
+    _table(
+        [("model", "queued", "workers")]
+        + [(q["model"], str(q["queued"]), str(q["workers"])) for q in status["queues"]]
+    )
     print()
-    workers = [(w["name"], w["model"], w["device"] or "-", f"{w['seen_seconds_ago']:.0f} s ago")
-               for w in status["workers"]]  # fmt: skip
+    workers = [
+        (w["name"], w["model"], w["device"] or "-", f"{w['seen_seconds_ago']:.0f} s ago")
+        for w in status["workers"]
+    ]
     _table([("worker", "model", "device", "heartbeat"), *workers])
     if status["recent_failures"]:
         print("\nrecent failures:")

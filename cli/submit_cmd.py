@@ -12,8 +12,9 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Self
 
+from schemas.formats import EXTENSIONS, SUFFIX_FORMATS
+
 from .client import DEFAULT_URL, STREAM_RETRIES, ApiClient, ApiError
-from .render_cmd import SUFFIX_FORMATS
 
 EXIT_ERROR, EXIT_BAD_INPUT = 1, 2
 TERMINAL = frozenset({"succeeded", "failed", "canceled"})
@@ -41,7 +42,7 @@ def add_parsers(sub) -> None:
         type=Path,
         metavar="OUT",
         help="where to write the image (implies --wait; its suffix .png, .webp or .jpg sets the "
-        "format); default: <job id>.<format> in the current directory",
+        "format); default: <job id>.<png|webp|jpg> in the current directory",
     )
     p.add_argument("--seed", type=int, help="seed (overrides the spec)")
     p.add_argument("--model", help="model name (overrides the spec)")
@@ -187,8 +188,9 @@ def finish(client: ApiClient, job: dict[str, Any], out: Path | None, *, quiet: b
         result = job.get("result") or {}
         if out is None:
             fmt = str(result.get("format") or "png")
+            ext = EXTENSIONS.get(fmt, fmt)
             # Both parts come from the server: never let them name a path elsewhere.
-            name = f"{job_id}.{fmt}" if _SAFE_NAME.match(job_id) and fmt.isalnum() else None
+            name = f"{job_id}.{ext}" if _SAFE_NAME.match(job_id) and ext.isalnum() else None
             out = Path(name or "result.png")
         try:
             client.download_result(job_id, out, sha256=result.get("sha256"))

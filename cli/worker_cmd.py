@@ -29,6 +29,11 @@ def add_parsers(sub: Any) -> None:
         "--metrics-port", type=int, help="serve Prometheus metrics from here (+N per GPU)"
     )
     p.add_argument("--webhooks", action="store_true", help="the webhook delivery worker instead")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the UNet at start (torch.compile; as the models file's `compile = true`)",
+    )
     p.set_defaults(handler=run_worker)
 
 
@@ -49,6 +54,10 @@ def _child_args(*args: str) -> list[str]:
     return [sys.executable, "-m", "worker.main", *args]
 
 
+def _compile_flag(args: argparse.Namespace) -> list[str]:
+    return ["--compile"] if getattr(args, "compile", False) else []
+
+
 def render_children(model: str, args: argparse.Namespace):
     """The worker processes to run: one per GPU asked for, or one on the CPU / given device."""
     from worker.supervisor import Child
@@ -63,15 +72,41 @@ def render_children(model: str, args: argparse.Namespace):
         for i, gpu in enumerate(gpus):
             name = f"{args.name or 'gpu' + gpu}@{host}" if len(gpus) == 1 else f"gpu{gpu}@{host}"
             extra = ["--metrics-port", str(port + i)] if port else []
-            children.append(Child(name=name, env={"CUDA_VISIBLE_DEVICES": gpu},
-                                  args=_child_args("--model", model, "--device", "cuda:0",
-                                                   "--node-name", name, *extra)))  # fmt: skip
+            children.append(
+                Child(
+                    name=name,
+                    env={"CUDA_VISIBLE_DEVICES": gpu},
+                    args=_child_args(
+                        "--model",
+                        model,
+                        "--device",
+                        "cuda:0",
+                        "--node-name",
+                        name,
+                        *extra,
+                        *_compile_flag(args),
+                    ),
+                )
+            )
         return children
     device = args.device or ("cuda" if visible_gpus() else "cpu")
     name = f"{args.name or device.replace(':', '')}@{host}"
     extra = ["--metrics-port", str(port)] if port else []
-    return [Child(name=name, args=_child_args("--model", model, "--device", device,
-                                              "--node-name", name, *extra))]  # fmt: skip
+    return [
+        Child(
+            name=name,
+            args=_child_args(
+                "--model",
+                model,
+                "--device",
+                device,
+                "--node-name",
+                name,
+                *extra,
+                *_compile_flag(args),
+            ),
+        )
+    ]
 
 
 def webhook_child(name: str | None = None):
@@ -98,12 +133,16 @@ def run_worker(args: argparse.Namespace) -> int:
             print(f"regionfarm worker: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
     if not os.environ.get("REGIONFARM_REDIS_URL"):
-        print("regionfarm worker: REGIONFARM_REDIS_URL is not set: point it at the farm's "
-              "Redis (`regionfarm up` starts workers itself)", file=sys.stderr)  # fmt: skip
+        print(
+            "regionfarm worker: REGIONFARM_REDIS_URL is not set: point it at the farm's "
+            "Redis (`regionfarm up` starts workers itself)",
+            file=sys.stderr,
+        )
         return EXIT_BAD_INPUT
     from schemas import Settings
 
     # A deployment's stop (SIGTERM) lets the render in hand finish: up to the job time limit.
     grace = Settings().job_time_limit + 60
-    return supervise(children, permanent_exit_codes=(EXIT_MODEL_UNAVAILABLE, EXIT_BAD_INPUT),
-                     stop_grace=grace)  # fmt: skip
+    return supervise(
+        children, permanent_exit_codes=(EXIT_MODEL_UNAVAILABLE, EXIT_BAD_INPUT), stop_grace=grace
+    )

@@ -22,6 +22,8 @@ from schemas import Settings, load_models
 EXAMPLES = ("street", "inpaint", "panorama", "landscape", "landscape_palette")
 HERE = Path(__file__).parent
 FALLBACK_MODEL = "tiny-random"
+TOY_MODELS = ("toy", "toy-xl")
+"""Models trained on the toy world: they get the examples in its words (examples/toy/)."""
 FARM_START_S = 600.0
 """Seconds the farm may take to come up (a first run builds or downloads the model)."""
 
@@ -57,13 +59,28 @@ class LocalFarm:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Self:
-        args = [sys.executable, "-m", "cli.main", "up", "--data-dir", str(self.data_dir),
-                "--port", str(self.port), "--model", self.model, "--workers", "1"]  # fmt: skip
+        args = [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "up",
+            "--data-dir",
+            str(self.data_dir),
+            "--port",
+            str(self.port),
+            "--model",
+            self.model,
+            "--workers",
+            "1",
+        ]
         if self.device:
             args += ["--device", self.device]
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("REGIONFARM_") or k in ("REGIONFARM_MODEL_CACHE",
-                                                           "REGIONFARM_TORCH_THREADS")}  # fmt: skip
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("REGIONFARM_")
+            or k in ("REGIONFARM_MODEL_CACHE", "REGIONFARM_TORCH_THREADS")
+        }
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -118,8 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("out"))
     parser.add_argument("--model", help="model name (default: the farm's default, if present)")
     parser.add_argument("--device", help="device of the farm's worker (default: CUDA if present)")
-    parser.add_argument("--examples", nargs="+", choices=EXAMPLES, default=list(EXAMPLES),
-                        help="submit only these examples")  # fmt: skip
+    parser.add_argument(
+        "--examples",
+        nargs="+",
+        choices=EXAMPLES,
+        default=list(EXAMPLES),
+        help="submit only these examples",
+    )
     args = parser.parse_args(argv)
     settings = Settings()
     name = choose_model(settings, load_models(settings.models_file), args.model)
@@ -130,8 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         with LocalFarm(name, args.device, data_dir) as farm:
             client = ApiClient(farm.url)
             jobs = {}
+            folder = HERE / "toy" if name in TOY_MODELS else HERE
             for example in args.examples:
-                spec = json.loads((HERE / f"{example}.json").read_text())
+                spec = json.loads((folder / f"{example}.json").read_text())
                 spec["model"] = name
                 spec.setdefault("output", {})["format"] = "png"
                 jobs[example] = client.submit(spec)["id"]

@@ -19,6 +19,46 @@ HERE = Path(__file__).resolve().parent
 SEED = 2024
 NEGATIVE = "worst quality, bad quality"
 
+# The prompts of every example, twice: for real models, and in the words of the toy world that
+# the trained `toy` models know (toy/world.py), written into toy/<name>.json with the same
+# masks and settings. Toy prompts have no negative prompt (the toy world has no "bad quality").
+PROMPTS = {
+    "real": {
+        "sky": "clear deep blue sky",
+        "mountains": "summer mountains",
+        "sun": "the sun",
+        "moon": "the moon",
+        "waterfall": "a giant waterfall",
+        "lake": "a clean deep blue lake",
+        "tree": "a large tree",
+        "meadow": "a green meadow with flowers",
+        "street": "times square",
+        "boy": "a brown-haired boy",
+        "girl": "a pink-haired girl",
+        "alps": "a photo of the Alps",
+        "countryside": "a quiet countryside with a small house",
+        "balloon": "a red hot-air balloon",
+    },
+    "toy": {
+        "sky": "a blue background",
+        "mountains": "brown",
+        "sun": "yellow",
+        "moon": "white",
+        "waterfall": "gray",
+        "lake": "purple",
+        "tree": "green",
+        "meadow": "orange",
+        "street": "a gray background",
+        "boy": "brown",
+        "girl": "pink",
+        "alps": "green stripes",
+        "countryside": "a green background",
+        "balloon": "red",
+    },
+}
+VOCABULARIES = tuple(PROMPTS)
+"""`real` examples are written to <name>.json, `toy` ones to toy/<name>.json."""
+
 # Fixed encoder options: the PNG bytes (and so the JSON) must be identical on every run.
 PNG_OPTIONS = {"format": "PNG", "optimize": False, "compress_level": 9}
 
@@ -84,8 +124,14 @@ def vertical_gradient(
 # --- spec assembly ---------------------------------------------------------------------------
 
 
-def region(prompt: str, mask: np.ndarray, **extra: float) -> dict:
-    return {"prompt": prompt, "negative_prompt": NEGATIVE, "mask": mask_data_uri(mask), **extra}
+def prompt(words: str, role: str) -> dict:
+    """The prompt (and, for real models, the negative prompt) of `role` in a vocabulary."""
+    text = PROMPTS[words][role]
+    return {"prompt": text, "negative_prompt": NEGATIVE} if words == "real" else {"prompt": text}
+
+
+def region(words: str, role: str, mask: np.ndarray, **extra: float) -> dict:
+    return {**prompt(words, role), "mask": mask_data_uri(mask), **extra}
 
 
 def job(
@@ -163,64 +209,80 @@ def _waterfall(size: Size, x: int, top: int) -> np.ndarray:
 
 
 def landscape_layers() -> list[tuple[str, np.ndarray]]:
-    """The nine landscape regions in paint order (later ones win in the palette version)."""
+    """The nine landscape regions (role, mask) in paint order (later ones win in the palette
+    version)."""
     size = LANDSCAPE_SIZE
     w, h = size
     # The band reaches below the meadow's top edge, so no sky shows between the two.
     mountains = polygon(
         size,
         [
-            (0, 430), (140, 330), (300, 400), (470, 260), (640, 370), (790, 285),
-            (960, 225), (1120, 295), (1290, 250), (1460, 370), (1610, 290),
-            (1780, 355), (w - 1, 315), (w - 1, 600), (0, 600),
+            (0, 430),
+            (140, 330),
+            (300, 400),
+            (470, 260),
+            (640, 370),
+            (790, 285),
+            (960, 225),
+            (1120, 295),
+            (1290, 250),
+            (1460, 370),
+            (1610, 290),
+            (1780, 355),
+            (w - 1, 315),
+            (w - 1, 600),
+            (0, 600),
         ],
-    )  # fmt: skip
+    )
     lake = ellipse(size, 960, 675, 430, 125)
     trees = (_tree(size, 190), _tree(size, w - 190))
     hills = polygon(
         size,
         [
-            (0, 575), (240, 550), (520, 585), (960, 565), (1400, 585), (1680, 550),
-            (w - 1, 575), (w - 1, h - 1), (0, h - 1),
+            (0, 575),
+            (240, 550),
+            (520, 585),
+            (960, 565),
+            (1400, 585),
+            (1680, 550),
+            (w - 1, 575),
+            (w - 1, h - 1),
+            (0, h - 1),
         ],
-    )  # fmt: skip
+    )
     # The meadow surrounds the lake and the tree trunks rather than covering them.
     meadow = hills & ~lake & ~trees[0] & ~trees[1]
     return [
-        ("summer mountains", mountains),
-        ("the sun", disc(size, 470, 135, 80)),
-        ("the moon", disc(size, 1460, 115, 58)),
-        ("a giant waterfall", _waterfall(size, 755, top=345)),
-        ("a giant waterfall", _waterfall(size, 1165, top=310)),
-        ("a clean deep blue lake", lake),
-        ("a large tree", trees[0]),
-        ("a large tree", trees[1]),
-        ("a green meadow with flowers", meadow),
+        ("mountains", mountains),
+        ("sun", disc(size, 470, 135, 80)),
+        ("moon", disc(size, 1460, 115, 58)),
+        ("waterfall", _waterfall(size, 755, top=345)),
+        ("waterfall", _waterfall(size, 1165, top=310)),
+        ("lake", lake),
+        ("tree", trees[0]),
+        ("tree", trees[1]),
+        ("meadow", meadow),
     ]
 
 
-def _landscape_background() -> dict:
-    return {"prompt": "clear deep blue sky", "negative_prompt": NEGATIVE}
-
-
-def landscape() -> dict:
+def landscape(words: str) -> dict:
     w, h = LANDSCAPE_SIZE
-    regions = [region(prompt, mask) for prompt, mask in landscape_layers()]
-    return job("regions", w, h, _landscape_background(), {"example": "landscape"}, regions=regions)
+    regions = [region(words, role, mask) for role, mask in landscape_layers()]
+    background = prompt(words, "sky")
+    return job("regions", w, h, background, {"example": "landscape"}, regions=regions)
 
 
-def landscape_palette() -> dict:
+def landscape_palette(words: str) -> dict:
     w, h = LANDSCAPE_SIZE
     labels = np.zeros((h, w, 3), dtype=np.uint8)
     labels[:] = PALETTE_BACKGROUND
     colors: dict[str, dict] = {}
-    for (prompt, mask), rgb in zip(landscape_layers(), LANDSCAPE_COLORS, strict=True):
+    for (role, mask), rgb in zip(landscape_layers(), LANDSCAPE_COLORS, strict=True):
         labels[mask] = rgb  # painted in order, so where masks overlap the later region wins
-        colors[hex_color(rgb)] = {"prompt": prompt, "negative_prompt": NEGATIVE}
+        colors[hex_color(rgb)] = prompt(words, role)
     palette = {"image": png_data_uri(Image.fromarray(labels)), "colors": colors}
-    return job(
-        "regions", w, h, _landscape_background(), {"example": "landscape_palette"}, palette=palette
-    )
+    background = prompt(words, "sky")
+    return job("regions", w, h, background, {"example": "landscape_palette"}, palette=palette)
 
 
 # --- street (768 x 768, two people) ----------------------------------------------------------
@@ -234,12 +296,12 @@ def _person(size: Size, x: int, head_y: int) -> np.ndarray:
     return head | neck | body
 
 
-def street() -> dict:
+def street(words: str) -> dict:
     size: Size = (768, 768)
-    background = {"prompt": "times square", "negative_prompt": NEGATIVE}
+    background = prompt(words, "street")
     regions = [
-        region("a brown-haired boy", _person(size, 250, 190)),
-        region("a pink-haired girl", _person(size, 518, 210)),
+        region(words, "boy", _person(size, 250, 190)),
+        region(words, "girl", _person(size, 518, 210)),
     ]
     return job("regions", *size, background, {"example": "street"}, regions=regions)
 
@@ -247,8 +309,8 @@ def street() -> dict:
 # --- panorama (512 x 3072, one prompt) -------------------------------------------------------
 
 
-def panorama() -> dict:
-    background = {"prompt": "a photo of the Alps", "negative_prompt": NEGATIVE}
+def panorama(words: str) -> dict:
+    background = prompt(words, "alps")
     # Bootstrapping and mask quantization only concern regions, so they are left unset here.
     metadata = {"example": "panorama"}
     return job("panorama", 3072, 512, background, metadata, bootstrap_steps=None, mask_mode=None)
@@ -295,16 +357,12 @@ def _balloon(size: Size) -> np.ndarray:
     return envelope | throat | ropes | basket
 
 
-def inpaint() -> dict:
+def inpaint(words: str) -> dict:
     size: Size = (768, 768)
-    background = {
-        "prompt": "a quiet countryside with a small house",
-        "negative_prompt": NEGATIVE,
-        "image": png_data_uri(countryside_picture(size)),
-    }
+    background = {**prompt(words, "countryside"), "image": png_data_uri(countryside_picture(size))}
     # The reference's recommended inpainting settings: a soft mask edge (std 16 px) to blend
     # with the picture, two bootstrap steps and a lower leak sensitivity.
-    regions = [region("a red hot-air balloon", _balloon(size), mask_std=16)]
+    regions = [region(words, "balloon", _balloon(size), mask_std=16)]
     return job(
         "regions",
         *size,
@@ -318,7 +376,7 @@ def inpaint() -> dict:
 
 # --- entry points ----------------------------------------------------------------------------
 
-BUILDERS: dict[str, Callable[[], dict]] = {
+BUILDERS: dict[str, Callable[[str], dict]] = {
     "landscape": landscape,
     "street": street,
     "panorama": panorama,
@@ -328,8 +386,14 @@ BUILDERS: dict[str, Callable[[], dict]] = {
 
 
 def build_all() -> dict[str, dict]:
-    """Every example spec by name (the file is `<name>.json`), without writing anything."""
-    return {name: build() for name, build in BUILDERS.items()}
+    """Every example spec by name, without writing anything: `<name>` (the file
+    `<name>.json`) in the real vocabulary, `toy/<name>` in the toy world's."""
+    specs = {}
+    for words in VOCABULARIES:
+        for name, build in BUILDERS.items():
+            key = name if words == "real" else f"{words}/{name}"
+            specs[key] = {**build(words), "metadata": {"example": key}}
+    return specs
 
 
 def write_all(out: Path, specs: dict[str, dict] | None = None) -> list[Path]:
@@ -337,6 +401,7 @@ def write_all(out: Path, specs: dict[str, dict] | None = None) -> list[Path]:
     written = []
     for name, spec in (build_all() if specs is None else specs).items():
         path = out / f"{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
         # Bytes, not text mode, so no platform newline translation changes the file.
         path.write_bytes(dump_spec(spec).encode("ascii"))
         written.append(path)
@@ -347,10 +412,11 @@ def check(out: Path) -> list[str]:
     """Names of the example files in `out` that differ from a fresh build (or are missing)."""
     with tempfile.TemporaryDirectory() as tmp:
         fresh = write_all(Path(tmp))
+        names = [p.relative_to(tmp).as_posix() for p in fresh]
         return [
-            p.name
-            for p in fresh
-            if not (out / p.name).is_file() or (out / p.name).read_bytes() != p.read_bytes()
+            name
+            for name, p in zip(names, fresh, strict=True)
+            if not (out / name).is_file() or (out / name).read_bytes() != p.read_bytes()
         ]
 
 

@@ -11,28 +11,28 @@ from typing import Any
 
 import redis
 
+from farm.redis_keys import WORKERS_KEY, worker_key
+
 __all__ = ["HEARTBEAT_TTL", "WORKERS_KEY", "beat", "forget", "live_workers", "workers_per_model"]
 
 HEARTBEAT_TTL = 30
 """Seconds a heartbeat stays live; workers refresh it every third of that."""
-WORKERS_KEY = "rf:workers"
-"""Set of every worker name that has beaten; stale names are dropped when read."""
-
-
-def _key(name: str) -> str:
-    return f"rf:worker:{name}"
 
 
 def beat(
-    client: redis.Redis, name: str, model: str, info: Mapping[str, Any] | None = None,
-    *, ttl: int = HEARTBEAT_TTL,
-) -> None:  # fmt: skip
+    client: redis.Redis,
+    name: str,
+    model: str,
+    info: Mapping[str, Any] | None = None,
+    *,
+    ttl: int = HEARTBEAT_TTL,
+) -> None:
     """Record that worker `name` is alive and serves `model`."""
     record = {"name": name, "model": model, "seen": f"{time.time():.3f}"}
     record["info"] = json.dumps(dict(info or {}), separators=(",", ":"))
     pipe = client.pipeline()
-    pipe.hset(_key(name), mapping=record)
-    pipe.expire(_key(name), ttl)
+    pipe.hset(worker_key(name), mapping=record)
+    pipe.expire(worker_key(name), ttl)
     pipe.sadd(WORKERS_KEY, name)
     pipe.execute()
 
@@ -40,7 +40,7 @@ def beat(
 def forget(client: redis.Redis, name: str) -> None:
     """A worker that stops cleanly takes itself off the list at once."""
     pipe = client.pipeline()
-    pipe.delete(_key(name))
+    pipe.delete(worker_key(name))
     pipe.srem(WORKERS_KEY, name)
     pipe.execute()
 
@@ -52,15 +52,21 @@ def live_workers(client: redis.Redis) -> list[dict[str, Any]]:
         return []
     pipe = client.pipeline(transaction=False)
     for name in names:
-        pipe.hgetall(_key(name))
+        pipe.hgetall(worker_key(name))
     live, stale = [], []
     for name, record in zip(names, pipe.execute(), strict=True):
         if not record:
             stale.append(name)
             continue
         info = json.loads(record.get("info") or "{}")
-        live.append({"name": name, "model": record.get("model", ""),
-                     "seen": float(record.get("seen", 0)), "info": info})  # fmt: skip
+        live.append(
+            {
+                "name": name,
+                "model": record.get("model", ""),
+                "seen": float(record.get("seen", 0)),
+                "info": info,
+            }
+        )
     if stale:
         client.srem(WORKERS_KEY, *stale)
     return live

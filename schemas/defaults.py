@@ -141,7 +141,7 @@ STORAGE_RETRY_SECONDS = 120.0
 """Seconds a worker keeps retrying an upload to unreachable storage before the job fails with
 `storage_unavailable`."""
 
-# --- the MultiDiffusion baseline (method `multidiffusion`, see the contract) ---------------
+# --- the MultiDiffusion baseline (method `multidiffusion`, see docs/method.md) -----------
 
 MULTIDIFFUSION_DEFAULT_STEPS = 50
 """DDIM steps of the MultiDiffusion baseline when the spec names none (the original's 50)."""

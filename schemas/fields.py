@@ -13,6 +13,7 @@ from schemas.defaults import (
     MAX_PROMPT_CHARS,
     MULTIDIFFUSION_MAX_STEPS,
 )
+from schemas.formats import OutputFormat
 
 __all__ = [
     "COLOR_PATTERN",
@@ -38,7 +39,6 @@ __all__ = [
 Kind = Literal["regions", "panorama", "image"]
 MaskMode = Literal["discrete", "semi-continuous", "continuous"]
 Wrap = Literal["none", "horizontal"]
-OutputFormat = Literal["png", "webp", "jpeg"]
 # `multidiffusion` is the original MultiDiffusion baseline (DDIM), rendered by
 # worker/render/baseline.py; its step limit is in METHOD_MAX_STEPS below.
 Method = Literal["streammultidiffusion", "multidiffusion"]

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.defaults import SEED_MAX
+from schemas.formats import OutputFormat
 from schemas.identifiers import ASSET_ID_PATTERN, JOB_ID_PATTERN, SHA256_PATTERN, field_pattern
 from schemas.spec import JobSpec
 
@@ -64,7 +65,7 @@ class JobResult(_Body):
 
     url: str = Field(description="The API's result URL, which redirects to a fresh signed URL.")
     key: str = Field(description="The storage key of the image.")
-    format: Literal["png", "webp", "jpeg"]
+    format: OutputFormat
     width: int = Field(ge=1)
     height: int = Field(ge=1)
     bytes: int = Field(ge=0, description="Size of the image file.")
@@ -151,6 +152,11 @@ class ModelInfo(_Body):
     steps: int
     guidance_scale: float
     native_size: int
+    prompts: list[str] = Field(
+        default_factory=list,
+        description="Prompts the model draws well: the web page starts its background (the "
+        "first) and brushes (the rest) from them.",
+    )
     workers: int = Field(ge=0, description="Live worker processes serving it now.")
     live: bool = Field(description="At least one worker serves it now.")
     default: bool = Field(description="Used when a spec names no model.")

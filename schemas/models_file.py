@@ -95,7 +95,21 @@ class ModelEntry(BaseModel):
         default=None,
         description="A tiny autoencoder (hub id or directory) for fast previews/decode.",
     )
+    compile: bool = Field(
+        default=False,
+        description="Compile the UNet with torch.compile once at worker start, warmed up at the "
+        "view-batch shape that every call then has (`regionfarm worker --compile` does the same "
+        "for any model); StreamMultiDiffusion jobs of any canvas at least the native size then "
+        "never recompile. `regionfarm render` stays eager.",
+    )
     description: str = Field(default="", description="One line for `regionfarm models`.")
+    prompts: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Prompts the model draws well (a trained toy model knows only its world's "
+        "words): the web page starts its background (the first) and its brushes (the rest, in "
+        "order) from them when this model is chosen.",
+    )
 
 
 def _read_toml(path: Path | None) -> tuple[str, dict[str, Any]]:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from schemas.defaults import (
@@ -37,7 +37,11 @@ class Settings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(
-        env_prefix="REGIONFARM_", env_ignore_empty=True, extra="forbid", validate_default=True
+        env_prefix="REGIONFARM_",
+        env_ignore_empty=True,
+        extra="forbid",
+        validate_default=True,
+        populate_by_name=True,
     )
 
     redis_url: str | None = Field(
@@ -52,6 +56,13 @@ class Settings(BaseSettings):
     )
     s3_bucket: str = Field(default="regionfarm", min_length=1, description="S3 bucket name.")
     s3_prefix: str = Field(default="", description="Prefix of every object key in the bucket.")
+    s3_region: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("s3_region", "REGIONFARM_S3_REGION", "AWS_REGION"),
+        description="Region that requests are signed for (`REGIONFARM_S3_REGION`, else "
+        "`AWS_REGION`, as the deployment files name it); unset: boto3's own default "
+        "(`AWS_DEFAULT_REGION`, the AWS config file), else us-east-1.",
+    )
     s3_public_endpoint_url: str | None = Field(
         default=None,
         description="Endpoint that presigned URLs are signed for, when clients reach storage "

@@ -189,7 +189,7 @@ class Webhook(_Model):
 
 
 class JobSpec(_Model):
-    """One render job, as `POST /v1/jobs` takes it (see the REST contract, "Job spec")."""
+    """One render job, as `POST /v1/jobs` takes it (see docs/rest-api.md, "Job spec")."""
 
     kind: Kind = Field(
         default="regions",
@@ -271,7 +271,7 @@ class JobSpec(_Model):
         description="StreamMultiDiffusion leak sensitivity 0..1 during bootstrapping.",
     )
     mask_mode: MaskMode = Field(
-        default="discrete", description="How masks are quantized per step (see the algorithm doc)."
+        default="discrete", description="How masks are quantized per step (see docs/method.md)."
     )
     method: Method = Field(
         default="streammultidiffusion",

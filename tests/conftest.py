@@ -37,10 +37,22 @@ def redis_server(tmp_path_factory) -> Iterator[str]:
     port = _free_port()
     workdir = tmp_path_factory.mktemp("redis")
     proc = subprocess.Popen(
-        [shutil.which("redis-server") or redis_server_binary(), "--port", str(port),
-         "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            shutil.which("redis-server") or redis_server_binary(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"redis://127.0.0.1:{port}/0"
     try:
         wait_for_redis(url, lambda: proc.poll() is None)
@@ -147,9 +159,19 @@ def _wait_for(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
 # budget in seconds, about twice what it takes on a busy machine today; the session prints the
 # time of every suite and fails when one is over, so a slow test is noticed when it lands.
 SUITE_BUDGETS = {
-    "api": 240, "bench": 300, "cli": 420, "deploy": 60, "examples": 120, "farm": 90,
-    "integration": 600, "reliability": 600, "schemas": 90, "web": 180, "worker": 600,
-}  # fmt: skip
+    "api": 240,
+    "bench": 300,
+    "cli": 420,
+    "deploy": 60,
+    "examples": 120,
+    "farm": 90,
+    "integration": 600,
+    "reliability": 600,
+    "schemas": 90,
+    "toy": 420,
+    "web": 180,
+    "worker": 600,
+}
 if os.environ.get("REGIONFARM_RELIABILITY", "").lower() == "full":  # `make reliability`
     SUITE_BUDGETS["reliability"] = 3600
 _suite_seconds: dict[str, float] = {}

@@ -10,16 +10,15 @@ from typing import Any
 
 from celery import Celery
 
+from farm import states
 from farm.dispatch import send_job, send_webhook
-from farm.records import JobRecords
+from farm.records import JobRecords, wants_webhook
+from farm.redis_keys import RECONCILE_LOCK
 from farm.workers import HEARTBEAT_TTL, beat, forget
 
 __all__ = ["RECONCILE_LOCK", "Heartbeat", "reconcile"]
 
 log = logging.getLogger(__name__)
-
-RECONCILE_LOCK = "rf:reconcile-lock"
-"""Held for one reconciler pass, so that one worker of the farm does it at a time."""
 
 
 def reconcile(
@@ -32,7 +31,7 @@ def reconcile(
     """Re-queue every running job whose lease has run out (or whose holder on this host is
     gone), end canceling ones, fail those out of attempts. Answers counts by outcome."""
     outcomes: dict[str, int] = {}
-    for status in ("running", "canceling"):
+    for status in states.sources(states.REQUEUE):
         for job_id in records.active_ids(status):
             holder = records.lease_holder(job_id)
             if holder and holder_alive(holder):
@@ -43,7 +42,7 @@ def reconcile(
             if outcome == "requeued" and record is not None:
                 log.warning("re-queued a job whose worker is gone", extra={"job_id": job_id})
                 send_job(celery, job_id, record["model"], int(record["priority"]))
-            elif outcome in ("failed", "canceled") and record and '"webhook":{' in record["spec"]:
+            elif outcome in ("failed", "canceled") and record and wants_webhook(record):
                 send_webhook(celery, job_id)
     return outcomes
 
@@ -70,11 +69,17 @@ class Heartbeat(threading.Thread):
     def run(self) -> None:
         while not self.stopping.is_set():
             try:
-                beat(self.records.redis, self.worker_name, self.model, self.info,
-                     ttl=max(HEARTBEAT_TTL, int(self.interval * 3)))  # fmt: skip
+                beat(
+                    self.records.redis,
+                    self.worker_name,
+                    self.model,
+                    self.info,
+                    ttl=max(HEARTBEAT_TTL, int(self.interval * 3)),
+                )
                 self.renew()
-                if self.records.redis.set(RECONCILE_LOCK, self.worker_name, nx=True,
-                                          px=int(self.interval * 1000)):  # fmt: skip
+                if self.records.redis.set(
+                    RECONCILE_LOCK, self.worker_name, nx=True, px=int(self.interval * 1000)
+                ):
                     self.reconcile_pass()
             except Exception:
                 log.exception("heartbeat failed; retrying")

@@ -1,31 +1,41 @@
 """One job on one worker: start it under a lease, re-validate, render with progress and cancel,
-store the verified result, record the end. The Celery task only calls `Runner.run`."""
+store the verified result, record the end. The Celery task only calls `Runner.run`.
+
+The runner renders with its `renderer`, the engine's `render_job` unless the code that builds
+the runner hands it another (tests/harness/stand_in_worker.py does, for fault and load tests):
+nothing in a job or in the environment can change what a worker renders with."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
-import signal
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 import torch
 from celery import Celery
 
+from farm import states
 from farm.dispatch import send_webhook
 from farm.ids import now_rfc3339
-from farm.records import JobRecords, to_public
+from farm.records import JobRecords, to_public, wants_webhook
+from farm.redis_keys import asset_meta_key
 from farm.storage import ObjectMissing, Storage, StorageError, StoredObject, asset_key
 from farm.urls import result_url
 from schemas import JobSpec, ModelEntry, Settings, SpecError, ValidationContext, parse_spec
+from schemas.defaults import ASSET_TTL
+from schemas.formats import CONTENT_TYPES
+from schemas.identifiers import ASSET_ID_PREFIX
+from schemas.images import ASSET_FORMATS, sniff_format
 from worker import metrics
 from worker.preview import latent_preview
 from worker.render import (
+    JobInputs,
     LoadedModel,
     RenderCanceled,
     RenderResult,
@@ -33,10 +43,10 @@ from worker.render import (
     load_inputs,
     render_job,
 )
-from worker.render.imageio import CONTENT_TYPES
+from worker.render.errors import InvalidAsset
 from worker.storage import find_result, store_job_json, store_result, with_retries
 
-__all__ = ["TEST_RENDER_STEP_MS_ENV", "ConsumerWatch", "JobFailed", "Runner", "holder_alive"]
+__all__ = ["ConsumerWatch", "JobFailed", "Renderer", "Runner", "holder_alive"]
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +58,24 @@ CANCEL_POLL = 0.25
 """Seconds between two reads of a job's cancel flag (the engine asks before every view)."""
 JOB_JSON_EXTRAS = ("timings", "versions", "unet_calls", "unet_samples")
 """What job.json holds beyond the final job object."""
-TEST_RENDER_STEP_MS_ENV = "RF_TEST_RENDER_STEP_MS"
-"""TEST ONLY. When this variable is set (milliseconds per step), workers do not run the engine
-but `_test_render`, which sleeps that long per step; see there. Never set it in a deployment."""
+
+
+class Renderer(Protocol):
+    """What renders a job: the engine's `render_job`, called the same way. It reports each
+    step to `on_step`, asks `should_cancel` before each (raising RenderCanceled when it says
+    so) and hands latents to `on_latent` for previews."""
+
+    def __call__(
+        self,
+        model: LoadedModel,
+        spec: JobSpec,
+        inputs: JobInputs,
+        *,
+        on_step: Callable[[int, int], None],
+        should_cancel: Callable[[], bool],
+        on_latent: Callable[[int, torch.Tensor], None],
+        view_batch: int | None,
+    ) -> RenderResult: ...
 
 
 class JobFailed(Exception):
@@ -142,6 +167,8 @@ class Runner:
     celery: Celery
     name: str
     """The worker's node name (``gpu0@host``), shown in the job's `worker`."""
+    renderer: Renderer = render_job
+    """What renders each job: the engine, unless the runner's maker hands in another."""
 
     def __post_init__(self) -> None:
         self.holder = f"{socket.gethostname()}:{os.getpid()}"
@@ -170,13 +197,17 @@ class Runner:
         holder = self.records.lease_holder(job_id)
         take_over = holder if holder and not holder_alive(holder) else ""
         status = self.records.start(
-            job_id, self.name, holder=self.holder, lease_seconds=self.settings.lease_seconds,
-            max_attempts=self.settings.max_attempts, take_over=take_over,
-        )  # fmt: skip
+            job_id,
+            self.name,
+            holder=self.holder,
+            lease_seconds=self.settings.lease_seconds,
+            max_attempts=self.settings.max_attempts,
+            take_over=take_over,
+        )
         extra = {"job_id": job_id, "worker": self.name}
-        if status != "running":
+        if status != states.RENDER:
             log.info("job not run: it is %s", status, extra=extra)
-            if status in ("failed", "canceled"):  # it ended just now, at this start
+            if status in states.ENDED_AT_START:  # it ended just now, at this start
                 self._after(job_id, status)
             return status
         self.current_job = job_id
@@ -190,7 +221,7 @@ class Runner:
     def _after(self, job_id: str, status: str) -> None:
         metrics.JOBS.labels(status=status).inc()
         record = self.records.get(job_id)
-        if record is not None and json.loads(record["spec"]).get("webhook"):
+        if record is not None and wants_webhook(record):
             send_webhook(self.celery, job_id)
 
     # -- a started job ---------------------------------------------------------------------
@@ -205,8 +236,9 @@ class Runner:
         except JobFailed as exc:
             log.warning("job failed: %s: %s", exc.code, exc.message, extra=extra)
             metrics.FAILURES.labels(code=exc.code).inc()
-            end = self.records.finish(job_id, "failed", error={"code": exc.code,
-                                                               "message": exc.message})  # fmt: skip
+            end = self.records.finish(
+                job_id, "failed", error={"code": exc.code, "message": exc.message}
+            )
             return end
         except RenderCanceled:
             log.info("job canceled while rendering", extra=extra)
@@ -214,56 +246,93 @@ class Runner:
         except Exception:
             log.exception("job failed with an internal error", extra=extra)
             metrics.FAILURES.labels(code="internal").inc()
-            return self.records.finish(job_id, "failed", error={
-                "code": "internal", "message": "internal error in the worker; it was logged "
-                f"with the job id {job_id}"})  # fmt: skip
+            return self.records.finish(
+                job_id,
+                "failed",
+                error={
+                    "code": "internal",
+                    "message": "internal error in the worker; it was logged "
+                    f"with the job id {job_id}",
+                },
+            )
 
     def _render_and_store(self, job_id: str, record: dict[str, str], extra: dict[str, str]) -> None:
         tenant = record["tenant"]
-        spec = self._validate(json.loads(record["spec"]), tenant)
-        fmt = spec.output.format
+        data = json.loads(record["spec"])
+        spec = self._validate(data, tenant)
         budget = self.settings.storage_retry_seconds
         try:
             existing = with_retries(
-                lambda: find_result(self.storage, tenant, job_id, fmt), budget_s=budget,
+                lambda: find_result(self.storage, tenant, job_id, spec.output.format),
+                budget_s=budget,
                 what="looking for an earlier result",
-            )  # fmt: skip
+            )
         except StorageError as exc:
             raise JobFailed("storage_unavailable", f"storage does not answer: {exc}") from None
         if existing is not None:
-            # At-least-once delivery, exactly-once result: a redelivered job whose result is
-            # already stored is recorded from it, not rendered again; its job.json is written
-            # again, so that it says this attempt, as the job record will.
             log.info("result already stored: not rendered again", extra=extra)
-            extras = {k: existing[k] for k in JOB_JSON_EXTRAS if k in existing}
-            document = self._final_job(record, result=existing["result"], extras=extras)
-            try:
-                store_job_json(self.storage, tenant, job_id, fmt, document, budget_s=budget)
-            except StorageError as exc:
-                raise JobFailed("storage_unavailable", f"storage does not answer: {exc}") from None
-            self._succeed(job_id, document)
+            self._record_stored(job_id, record, spec, existing)
             return
         try:
-            inputs = load_inputs(spec, max_pixels=self.settings.max_pixels,
-                                 assets=self._assets(tenant))  # fmt: skip
+            inputs = load_inputs(
+                spec, max_pixels=self.settings.max_pixels, assets=self._assets(tenant)
+            )
         except SpecError as exc:
             raise _invalid(exc) from None
+        except InvalidAsset as exc:
+            raise _asset_failed(data, exc) from None
         progress = _Progress(self.records, job_id, spec.steps or 0)
+        result = self._render(job_id, spec, inputs, progress)
+        self._store(job_id, record, spec, result, progress)
+        log.info("job succeeded in %.2f s", result.timings["render_seconds"], extra=extra)
+
+    def _record_stored(
+        self, job_id: str, record: dict[str, str], spec: JobSpec, existing: dict[str, Any]
+    ) -> None:
+        """At-least-once delivery, exactly-once result: a redelivered job whose result is
+        already stored is recorded from it, not rendered again; its job.json is written again,
+        so that it says this attempt, as the job record will."""
+        extras = {k: existing[k] for k in JOB_JSON_EXTRAS if k in existing}
+        document = self._final_job(record, result=existing["result"], extras=extras)
+        budget = self.settings.storage_retry_seconds
+        try:
+            store_job_json(
+                self.storage,
+                record["tenant"],
+                job_id,
+                spec.output.format,
+                document,
+                budget_s=budget,
+            )
+        except StorageError as exc:
+            raise JobFailed("storage_unavailable", f"storage does not answer: {exc}") from None
+        self._succeed(job_id, document)
+
+    def _render(
+        self, job_id: str, spec: JobSpec, inputs: JobInputs, progress: _Progress
+    ) -> RenderResult:
+        """The model's render, with progress, cancel and the time limit; its failures as the
+        job's error codes."""
         watch = _CancelWatch(self.records, job_id, self.settings.job_time_limit)
         started = time.perf_counter()
-        test_step_ms = os.environ.get(TEST_RENDER_STEP_MS_ENV)
         try:
-            if test_step_ms:
-                result = _test_render(spec, float(test_step_ms), progress.step, watch)
-            else:
-                result = render_job(self.model, spec, inputs, on_step=progress.step,
-                                    should_cancel=watch, on_latent=progress.latent,
-                                    view_batch=self.settings.view_batch)  # fmt: skip
+            result = self.renderer(
+                self.model,
+                spec,
+                inputs,
+                on_step=progress.step,
+                should_cancel=watch,
+                on_latent=progress.latent,
+                view_batch=self.settings.view_batch,
+            )
         except RenderCanceled:
             if watch.timed_out:
-                raise JobFailed("timeout", f"the render took longer than the farm's limit of "
-                                f"{watch.time_limit:g} s (REGIONFARM_JOB_TIME_LIMIT): try a "
-                                "smaller canvas or fewer steps") from None  # fmt: skip
+                raise JobFailed(
+                    "timeout",
+                    f"the render took longer than the farm's limit of "
+                    f"{watch.time_limit:g} s (REGIONFARM_JOB_TIME_LIMIT): try a "
+                    "smaller canvas or fewer steps",
+                ) from None
             raise
         except torch.cuda.OutOfMemoryError:
             raise JobFailed("out_of_memory", _oom_message(spec, self.model)) from None
@@ -272,14 +341,31 @@ class Runner:
                 metrics.GPU_MEMORY.set(torch.cuda.max_memory_allocated(self.model.device))
                 torch.cuda.empty_cache()
         metrics.RENDER_SECONDS.labels(model=self.model.name).observe(time.perf_counter() - started)
-        data = encode_image(result.image, fmt, spec.output.quality)
+        return result
+
+    def _store(
+        self,
+        job_id: str,
+        record: dict[str, str],
+        spec: JobSpec,
+        result: RenderResult,
+        progress: _Progress,
+    ) -> None:
+        """The image and its job.json stored (exactly once), then the job succeeded."""
+        fmt = spec.output.format
+        budget = self.settings.storage_retry_seconds
 
         def final_job(stored: StoredObject) -> dict[str, Any]:
             outcome = {
-                "key": stored.key, "format": fmt, "width": result.image.width,
-                "height": result.image.height, "bytes": stored.size, "sha256": stored.sha256,
-                "seed": result.seed, "render_seconds": result.timings["render_seconds"],
-            }  # fmt: skip
+                "key": stored.key,
+                "format": fmt,
+                "width": result.image.width,
+                "height": result.image.height,
+                "bytes": stored.size,
+                "sha256": stored.sha256,
+                "seed": result.seed,
+                "render_seconds": result.timings["render_seconds"],
+            }
             extras = {
                 "timings": result.timings,
                 "versions": self.model.versions,
@@ -292,14 +378,21 @@ class Runner:
 
         try:
             _, document = store_result(
-                self.storage, tenant, job_id, image=data, fmt=fmt,
-                content_type=CONTENT_TYPES[fmt], job=final_job, budget_s=budget,
-            )  # fmt: skip
+                self.storage,
+                record["tenant"],
+                job_id,
+                image=encode_image(result.image, fmt, spec.output.quality),
+                fmt=fmt,
+                content_type=CONTENT_TYPES[fmt],
+                job=final_job,
+                budget_s=budget,
+            )
         except StorageError as exc:
-            raise JobFailed("storage_unavailable", f"the image could not be stored after "
-                            f"{budget:g} s of retries: {exc}") from None  # fmt: skip
+            raise JobFailed(
+                "storage_unavailable",
+                f"the image could not be stored after {budget:g} s of retries: {exc}",
+            ) from None
         self._succeed(job_id, document)
-        log.info("job succeeded in %.2f s", result.timings["render_seconds"], extra=extra)
 
     def _final_job(
         self,
@@ -327,29 +420,51 @@ class Runner:
 
     def _validate(self, data: dict[str, Any], tenant: str) -> JobSpec:
         """The stored spec, checked again: a worker trusts only what it validated itself."""
-        ctx = ValidationContext.from_settings(self.settings, self.models,
-                                              assets=self._assets(tenant),
-                                              resolve_webhook_hosts=False)  # fmt: skip
+        ctx = ValidationContext.from_settings(
+            self.settings, self.models, assets=self._assets(tenant), resolve_webhook_hosts=False
+        )
         try:
             spec = parse_spec(data, ctx)
         except SpecError as exc:
             raise _invalid(exc) from None
+        except InvalidAsset as exc:
+            raise _asset_failed(data, exc) from None
         if spec.model != self.model.name:
-            raise JobFailed("model_unavailable", f"the job is for model {spec.model!r} but "
-                            f"reached a worker of {self.model.name!r}")  # fmt: skip
+            raise JobFailed(
+                "model_unavailable",
+                f"the job is for model {spec.model!r} but reached a worker of {self.model.name!r}",
+            )
         return spec
 
-    def _assets(self, tenant: str):
+    def _assets(self, tenant: str) -> Callable[[str], bytes]:
+        """The tenant's asset reader for validation and decoding. An asset that is gone or not
+        an image raises InvalidAsset, which carries the job's error code (invalid_asset)."""
+
         def read(asset_id: str) -> bytes:
-            meta = self.records.redis.hgetall(f"rf:asset:{tenant}:{asset_id}")
-            if not meta:
-                raise KeyError(asset_id)
-            try:
-                return self.storage.get_bytes(
-                    asset_key(self.storage.prefix, tenant, asset_id, meta["ext"])
+            ref = ASSET_ID_PREFIX + asset_id
+            meta = self.records.redis.hgetall(asset_meta_key(tenant, asset_id))
+            data = None
+            if meta:
+                key = asset_key(self.storage.prefix, tenant, asset_id, meta["ext"])
+                try:
+                    data = self.storage.get_bytes(key)
+                except ObjectMissing:
+                    pass  # expired from storage: unknown, as below
+            if data is None:
+                raise InvalidAsset(
+                    ref,
+                    f"unknown asset {ref!r}: upload the image again with "
+                    f"POST /v1/assets (assets expire {ASSET_TTL // 3600} hours "
+                    "after their last use) and submit the job with its new "
+                    "reference",
                 )
-            except ObjectMissing:
-                raise KeyError(asset_id) from None
+            if sniff_format(data) not in ASSET_FORMATS:
+                raise InvalidAsset(
+                    ref,
+                    f"asset {ref!r} is not a PNG, WebP or JPEG image: "
+                    "upload the image again with POST /v1/assets",
+                )
+            return data
 
         return read
 
@@ -385,49 +500,26 @@ class ConsumerWatch:
         return now - self.waiting_since >= self.stuck_after
 
 
-TEST_CRASH, TEST_RAISE = "rf-test:crash", "rf-test:raise"
-"""TEST ONLY: background prompts that make `_test_render` kill its process, or raise."""
-
-
-def _test_render(
-    spec: JobSpec, step_ms: float, on_step: Any, should_cancel: _CancelWatch
-) -> RenderResult:
-    """TEST ONLY render hook, used instead of the engine when RF_TEST_RENDER_STEP_MS is set
-    (off by default; only the reliability tests and bench/load.py set it), so that fault and
-    load tests can run hundreds of jobs through real worker processes cheaply. It sleeps
-    `step_ms` per step, reports progress after each step and honours cancel (and the job time
-    limit) before each, like the engine; then it returns an image of the canvas size: noise on
-    the latent's grid, drawn from the seed (the same spec and seed give the same bytes). A
-    background prompt containing ``rf-test:crash`` kills the worker process with SIGKILL at the
-    first step (a poison job that crashes every worker it reaches); one containing
-    ``rf-test:raise`` raises (a bug in the engine)."""
-    import numpy as np
-    from PIL import Image
-
-    steps = spec.steps or 1
-    prompt = spec.background.prompt or ""
-    started = time.perf_counter()
-    for step in range(1, steps + 1):
-        if should_cancel():
-            raise RenderCanceled()
-        if TEST_CRASH in prompt:
-            os.kill(os.getpid(), signal.SIGKILL)
-        if TEST_RAISE in prompt:
-            raise RuntimeError("test render hook: the engine failed")
-        time.sleep(step_ms / 1000)
-        on_step(step, steps)
-    seed = int(spec.seed or 0)
-    size = (max(1, spec.height // 8), max(1, spec.width // 8), 3)  # the latent's grid: small PNGs
-    pixels = np.random.default_rng(seed).integers(0, 256, size, np.uint8)
-    image = Image.fromarray(pixels, "RGB").resize((spec.width, spec.height), Image.NEAREST)
-    return RenderResult(image=image, seed=seed, warnings=[],
-                        timings={"render_seconds": time.perf_counter() - started})  # fmt: skip
-
-
 def _invalid(exc: SpecError) -> JobFailed:
+    """A spec that fails the worker's checks: the error's own code (invalid_spec)."""
     text = "; ".join(f"{'.'.join(str(p) for p in d['loc'])}: {d['msg']}" for d in exc.details)
-    code = "invalid_asset" if "asset" in text else "invalid_spec"
-    return JobFailed(code, text)
+    return JobFailed(exc.code, text)
+
+
+def _asset_failed(data: Any, exc: InvalidAsset) -> JobFailed:
+    """An unusable asset: its error's code (invalid_asset), and a message that names each
+    field of the spec (`data`) holding its reference."""
+    fields = [".".join(str(p) for p in loc) for loc in _paths_of(data, exc.ref)]
+    return JobFailed(exc.code, f"{', '.join(fields)}: {exc.message}" if fields else exc.message)
+
+
+def _paths_of(data: Any, value: str, loc: tuple[str | int, ...] = ()) -> list[tuple[Any, ...]]:
+    """Where `value` stands in the JSON document `data`, as paths (``("regions", 0, "mask")``)."""
+    if isinstance(data, dict):
+        return [p for k, v in data.items() for p in _paths_of(v, value, (*loc, k))]
+    if isinstance(data, list):
+        return [p for i, v in enumerate(data) for p in _paths_of(v, value, (*loc, i))]
+    return [loc] if data == value else []
 
 
 def _oom_message(spec: JobSpec, model: LoadedModel) -> str:

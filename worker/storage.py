@@ -10,9 +10,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from farm.storage import Storage, StorageUnavailable, StoredObject, job_object_key
+from schemas.formats import EXTENSIONS
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
     "find_result",
     "result_keys",
     "store_job_json",
@@ -22,8 +22,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = {"png": "png", "webp": "webp", "jpeg": "jpg"}
-"""File extension of each output format in the result's key (``image.<ext>``)."""
 FIRST_DELAY, MAX_DELAY = 0.5, 8.0
 """Seconds before the first retry of an upload, and the most between two retries."""
 
@@ -32,7 +30,7 @@ T = TypeVar("T")
 
 def result_keys(storage: Storage, tenant: str, job_id: str, fmt: str) -> tuple[str, str]:
     """The keys of a job's image and of its ``job.json``."""
-    image = job_object_key(storage.prefix, tenant, job_id, f"image.{IMAGE_EXTENSIONS[fmt]}")
+    image = job_object_key(storage.prefix, tenant, job_id, f"image.{EXTENSIONS[fmt]}")
     return image, job_object_key(storage.prefix, tenant, job_id, "job.json")
 
 

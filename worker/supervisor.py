@@ -39,9 +39,10 @@ class Child:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            self.args, env={**os.environ, **self.env},
+            self.args,
+            env={**os.environ, **self.env},
             preexec_fn=die_with_parent,  # noqa: PLW1509 -- prctl only: no orphan if we die
-        )  # fmt: skip
+        )
         self.started = time.monotonic()
         log.info("started %s (pid %d)", self.name, self.proc.pid)
 

@@ -175,30 +175,10 @@ def deliver(
             f"webhooks are sent only for finished jobs ({', '.join(EVENTS)}); "
             f"this job's status is {status!r}"
         )
-    # A cheap check first (no lookup), so an invalid or plainly forbidden URL is refused
-    # before anything touches the network, and the URL is known to parse below.
-    problem = webhook_url_problem(url, allowlist=allowlist, resolve=False)
-    if problem:
-        raise WebhookRefused(f"webhook URL refused: {problem}")
-    parts = urlsplit(url)
+    parts, addresses = _checked_target(url, allowlist)
     tls = parts.scheme.lower() == "https"
     host = (parts.hostname or "").rstrip(".")
     port = parts.port or (443 if tls else 80)
-    addresses = _resolve(host, port)
-    problem = webhook_url_problem(url, allowlist=allowlist, resolve=True)
-    if problem:
-        raise WebhookRefused(f"webhook URL refused: {problem}")
-    if not host_allowed(host, parts.port, allowlist):
-        # The addresses we will dial, checked with the same rules as the URL: our lookup, not
-        # webhook_url_problem's own, decides where the connection goes.
-        for address in addresses:
-            why = _address_problem(address[4][0])
-            if why:
-                raise WebhookRefused(
-                    f"webhook URL refused: host {host!r} now resolves to {address[4][0]}, "
-                    f"{why}; add it to the farm's webhook allow-list if it is meant to be "
-                    "reached"
-                )
 
     timestamp = int(time.time() if now is None else now)
     body = json.dumps(job, separators=(",", ":"), sort_keys=False).encode()
@@ -215,10 +195,43 @@ def deliver(
     if parts.query:
         target += "?" + quote(parts.query, safe=string.punctuation)
 
-    where = f"{host}:{port}"
     conn = _PinnedConnection(
         host, port, addresses, timeout=timeout_s, tls=_tls_context() if tls else None
     )
+    return _post(conn, f"{host}:{port}", target, body, headers, now)
+
+
+def _checked_target(url: str, allowlist: Sequence[str]):
+    """The URL's parts and the addresses to dial, both checked against the farm's rules;
+    raises WebhookRefused."""
+    # A cheap check first (no lookup), so an invalid or plainly forbidden URL is refused
+    # before anything touches the network, and the URL is known to parse below.
+    problem = webhook_url_problem(url, allowlist=allowlist, resolve=False)
+    if problem:
+        raise WebhookRefused(f"webhook URL refused: {problem}")
+    parts = urlsplit(url)
+    host = (parts.hostname or "").rstrip(".")
+    port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    addresses = _resolve(host, port)
+    problem = webhook_url_problem(url, allowlist=allowlist, resolve=True)
+    if problem:
+        raise WebhookRefused(f"webhook URL refused: {problem}")
+    if not host_allowed(host, parts.port, allowlist):
+        # The addresses we will dial, checked with the same rules as the URL: our lookup, not
+        # webhook_url_problem's own, decides where the connection goes.
+        for address in addresses:
+            why = _address_problem(address[4][0])
+            if why:
+                raise WebhookRefused(
+                    f"webhook URL refused: host {host!r} now resolves to {address[4][0]}, "
+                    f"{why}; add it to the farm's webhook allow-list if it is meant to be "
+                    "reached"
+                )
+    return parts, addresses
+
+
+def _post(conn, where: str, target: str, body: bytes, headers: dict, now: float | None) -> int:
+    """Send the signed delivery on a pinned connection; the receiver's answer as deliver's."""
     try:
         try:
             conn.request("POST", target, body=body, headers=headers)

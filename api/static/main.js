@@ -103,6 +103,25 @@ async function loadModels() {
 function modelChanged() {
   const model = page.models.get($("model").value);
   if (model) $("steps").value = String(model.steps);
+  offerPrompts();
+}
+
+/** The chosen model's starting prompts (its models-file `prompts`: the background's, then the
+ * brushes') for an empty background and empty brushes: a toy model knows only its world's
+ * words, and a newcomer's first render should show what they asked for. */
+function offerPrompts() {
+  const prompts = page.models.get($("model").value)?.prompts || [];
+  if (!prompts.length) return;
+  if (!$("bg-prompt").value) $("bg-prompt").value = prompts[0];
+  const brushPrompts = prompts.slice(1);
+  if (!brushPrompts.length) return;
+  let changed = false;
+  palette.brushes.forEach((brush, i) => {
+    if (brush.prompt) return;
+    brush.prompt = brushPrompts[i % brushPrompts.length];
+    changed = true;
+  });
+  if (changed) palette.render();
 }
 
 function useKey(key) {
@@ -424,6 +443,7 @@ function wire() {
   }
   $("add-brush").addEventListener("click", () => {
     const brush = palette.add();
+    offerPrompts();
     palette.select(brush.id);
     document.getElementById(`brush-${brush.id}-prompt`).focus();
   });

@@ -124,12 +124,34 @@ class RecordingWorker:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "recording_worker", "worker",
-                 "-Q", queue_for_model(MODEL), "-P", "solo", "-c", "1",
-                 "--prefetch-multiplier", "1", "--without-gossip", "--without-mingle",
-                 "--without-heartbeat", "-n", f"{self.name}@test", "-l", "warning"],
-                cwd=HERE, env=env, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "recording_worker",
+                    "worker",
+                    "-Q",
+                    queue_for_model(MODEL),
+                    "-P",
+                    "solo",
+                    "-c",
+                    "1",
+                    "--prefetch-multiplier",
+                    "1",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "--without-heartbeat",
+                    "-n",
+                    f"{self.name}@test",
+                    "-l",
+                    "warning",
+                ],
+                cwd=HERE,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + WORKER_START_S
         while self.r.get("test:worker-ready") != self.name:
             if self.proc.poll() is not None or time.monotonic() > deadline:

@@ -1,7 +1,8 @@
 """A stand-in worker for the API tests: a real Celery worker process that consumes the render
 queue, records every message it receives, and plays the worker's side of the job record
-(start, progress, cancel, finish) as the job's metadata asks (``test_steps``,
-``test_step_seconds``). The real render worker is tested in tests/worker."""
+(start, progress, cancel, finish) through JobRecords, so along farm/states.py's table, as the
+job's metadata asks (``test_steps``, ``test_step_seconds``). The real render worker is tested
+in tests/worker."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from celery import Celery
 from celery.signals import worker_ready
 from PIL import Image
 
+from farm import states
 from farm.broker import celery_settings
 from farm.records import JobRecords
 from farm.redis_conn import connect
@@ -40,13 +42,19 @@ def render(self, job_id: str) -> None:
     info = self.request.delivery_info or {}
     client.rpush(
         "test:received",
-        json.dumps({"job_id": job_id, "priority": info.get("priority"),
-                    "queue": info.get("routing_key"), "worker": NAME}),
-    )  # fmt: skip
+        json.dumps(
+            {
+                "job_id": job_id,
+                "priority": info.get("priority"),
+                "queue": info.get("routing_key"),
+                "worker": NAME,
+            }
+        ),
+    )
     status = records.start(
         job_id, NAME, holder=f"{NAME}:{os.getpid()}", lease_seconds=60, max_attempts=3
     )
-    if status != "running":
+    if status != states.RENDER:  # busy, ended or gone: farm/states.py says what start answers
         client.rpush("test:skipped", json.dumps({"job_id": job_id, "status": status}))
         return
     record = records.get(job_id)
@@ -68,7 +76,18 @@ def render(self, job_id: str) -> None:
     storage = make_storage(settings)
     key = job_object_key(storage.prefix, record["tenant"], job_id, "image.png")
     stored = storage.put_bytes(key, data, "image/png")
-    records.finish(job_id, "succeeded", result={
-        "url": "", "key": key, "format": "png", "width": spec["width"], "height": spec["height"],
-        "bytes": stored.size, "sha256": stored.sha256, "seed": spec["seed"], "render_seconds": 0.1,
-    })  # fmt: skip
+    records.finish(
+        job_id,
+        "succeeded",
+        result={
+            "url": "",
+            "key": key,
+            "format": "png",
+            "width": spec["width"],
+            "height": spec["height"],
+            "bytes": stored.size,
+            "sha256": stored.sha256,
+            "seed": spec["seed"],
+            "render_seconds": 0.1,
+        },
+    )

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from api.app import create_app
+from farm import redis_keys
 from farm.workers import beat
 
 
@@ -68,9 +69,11 @@ def test_bad_uploads_are_refused_with_the_contracts_codes(client, auth, settings
     )
     assert junk.status_code == 422 and junk.json["error"]["code"] == "invalid_asset"
     missing = client.post(
-        "/v1/assets", data={"other": (io.BytesIO(b"x"), "x")},
-        content_type="multipart/form-data", headers=auth("acme"),
-    )  # fmt: skip
+        "/v1/assets",
+        data={"other": (io.BytesIO(b"x"), "x")},
+        content_type="multipart/form-data",
+        headers=auth("acme"),
+    )
     assert missing.status_code == 422 and missing.json["error"]["details"][0]["loc"] == ["file"]
     small = create_app(settings.model_copy(update={"max_pixels": 64 * 64})).test_client()
     huge = small.post("/v1/assets", data=_stripe(), content_type="image/png", headers=auth("acme"))
@@ -81,7 +84,7 @@ def test_models_lists_the_file_with_live_worker_counts(client, auth, r):
     beat(r, "gpu0@a", "tiny-random")
     beat(r, "gpu1@a", "tiny-random")
     beat(r, "gpu0@b", "sd15-lcm", ttl=1)
-    r.delete("rf:worker:gpu0@b")  # its heartbeat expired
+    r.delete(redis_keys.worker_key("gpu0@b"))  # its heartbeat expired
     models = {m["name"]: m for m in client.get("/v1/models", headers=auth("acme")).json["models"]}
     assert models["tiny-random"]["workers"] == 2 and models["tiny-random"]["live"]
     assert models["sd15-lcm"]["workers"] == 0 and not models["sd15-lcm"]["live"]
@@ -117,8 +120,9 @@ def test_metrics_count_requests_jobs_and_queue_depth(client, auth, spec):
 def test_an_upload_over_max_request_bytes_is_a_413(settings, auth):
     small = create_app(settings.model_copy(update={"max_request_bytes": 2048})).test_client()
     noise = np.random.default_rng(0).integers(0, 2, size=(128, 256)).astype(bool)
-    answer = small.post("/v1/assets", data=_png(noise), content_type="image/png",
-                        headers=auth("acme"))  # fmt: skip
+    answer = small.post(
+        "/v1/assets", data=_png(noise), content_type="image/png", headers=auth("acme")
+    )
     assert answer.status_code == 413
 
 
@@ -130,8 +134,9 @@ def test_readyz_names_storage_when_it_is_down_and_uploads_answer_503(settings, a
     ready = client.get("/readyz")
     assert ready.status_code == 503
     assert [d["loc"] for d in ready.json["error"]["details"]] == [["storage"]]
-    upload = client.post("/v1/assets", data=_stripe(), content_type="image/png",
-                         headers=auth("acme"))  # fmt: skip
+    upload = client.post(
+        "/v1/assets", data=_stripe(), content_type="image/png", headers=auth("acme")
+    )
     assert upload.status_code == 503 and upload.json["error"]["code"] == "storage_unavailable"
 
 

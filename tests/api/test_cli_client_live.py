@@ -30,10 +30,23 @@ def test_submit_wait_downloads_the_result(live_api, keys, make_spec, worker, tmp
     out = tmp_path / "out.png"
     worker.start()
     done = subprocess.run(
-        [str(BIN), "submit", str(spec_path), "--url", live_api, "--key", keys["acme"],
-         "--wait", "-o", str(out)],
-        check=False, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            str(BIN),
+            "submit",
+            str(spec_path),
+            "--url",
+            live_api,
+            "--key",
+            keys["acme"],
+            "--wait",
+            "-o",
+            str(out),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert out.read_bytes().startswith(b"\x89PNG")
 
@@ -45,7 +58,10 @@ def test_submit_of_a_bad_spec_exits_2_naming_the_field(live_api, keys, make_spec
     spec_path.write_text(json.dumps(spec))
     done = subprocess.run(
         [str(BIN), "submit", str(spec_path), "--url", live_api, "--key", keys["acme"]],
-        check=False, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2
     assert "regions.1.mask_std" in done.stderr and "Traceback" not in done.stderr

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from werkzeug.serving import make_server
 
-from farm.records import EVENT_LOG_LENGTH, JobRecords, events_key, job_key, lease_key
+from farm.records import EVENT_LOG_LENGTH, JobRecords
+from farm.redis_keys import events_key, job_key, lease_key
 
 PREVIEW = "data:image/jpeg;base64," + "A" * 4000
 

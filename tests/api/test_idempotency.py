@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from api.app import create_app
+from farm import redis_keys
 
 BIN = Path(sys.executable).parent / "regionfarm"
 
@@ -62,7 +63,8 @@ def test_a_replay_after_the_job_was_purged_is_the_first_answer(client, auth, mak
         again = client.post(route, json=body, headers=headers)
         assert (again.status_code, again.data) == (first.status_code, first.data), route
         assert again.headers["Idempotent-Replayed"] == "true"
-    assert r.zcard("rf:tenant:acme:jobs") == 0  # purged, and no replay made a job again
+    # purged, and no replay made a job again
+    assert r.zcard(redis_keys.tenant_jobs_key("acme")) == 0
 
 
 def test_same_key_other_body_is_a_422(client, auth, make_spec, depth):
@@ -241,8 +243,7 @@ def test_replays_racing_a_purge_all_get_the_first_answer_and_no_5xx(live_api, ke
     after = sum(1 for sent, *_ in answers if sent > purged_at[0])
     assert after >= 1, "no replay was sent after the purge: the race was not run"
     assert requests.get(f"{live_api}/v1/jobs/{job_id}", headers=auth, timeout=10).status_code == 404
-    assert r.zcard("rf:tenant:acme:jobs") == 0  # no replay made a job
-
+    assert r.zcard(redis_keys.tenant_jobs_key("acme")) == 0  # no replay made a job
 
 
 def test_a_key_stored_before_first_answers_were_kept_replays_or_says_why(client, auth, spec, r):
@@ -251,7 +252,7 @@ def test_a_key_stored_before_first_answers_were_kept_replays_or_says_why(client,
     headers = {**auth("acme"), "Idempotency-Key": "legacy-1"}
     first = client.post("/v1/jobs", json=spec, headers=headers)
     job_id = first.json["id"]
-    [key] = list(r.scan_iter("rf:idem:*"))
+    [key] = list(r.scan_iter(redis_keys.IDEMPOTENCY_PATTERN))
     body_hash = json.loads(r.get(key))["hash"]
     legacy = {"hash": body_hash, "state": "done", "status": 202, "ids": [job_id]}
     r.set(key, json.dumps(legacy), keepttl=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from farm import redis_keys
+
 
 def test_get_answers_the_job_as_submitted(client, auth, spec):
     job = client.post("/v1/jobs", json=spec, headers=auth("acme")).json
@@ -63,9 +65,9 @@ def test_bad_list_queries_are_422_naming_the_parameter(client, auth):
 def test_an_expired_record_drops_out_of_the_list(client, auth, make_spec, r):
     a = client.post("/v1/jobs", json=make_spec(seed=1), headers=auth("acme")).json["id"]
     b = client.post("/v1/jobs", json=make_spec(seed=2), headers=auth("acme")).json["id"]
-    r.delete(f"rf:job:{a}")  # what retention's expiry does
+    r.delete(redis_keys.job_key(a))  # what retention's expiry does
     assert [j["id"] for j in client.get("/v1/jobs", headers=auth("acme")).json["jobs"]] == [b]
-    assert r.zrange("rf:tenant:acme:jobs", 0, -1) == [b]
+    assert r.zrange(redis_keys.tenant_jobs_key("acme"), 0, -1) == [b]
 
 
 def test_result_url_is_the_public_one_when_the_farm_has_one(settings, r, auth, spec) -> None:

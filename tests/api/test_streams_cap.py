@@ -27,8 +27,9 @@ START_S = 60.0
 class Api:
     """One `regionfarm api` process (2 gunicorn workers) on the test Redis, with two tenants."""
 
-    def __init__(self, url: str, proc: subprocess.Popen[bytes], log: Path,
-                 keys: dict[str, str]) -> None:  # fmt: skip
+    def __init__(
+        self, url: str, proc: subprocess.Popen[bytes], log: Path, keys: dict[str, str]
+    ) -> None:
         self.url, self.proc, self.log, self.keys = url, proc, log, keys
         self.opened: list[requests.Response] = []
 
@@ -36,16 +37,21 @@ class Api:
         return {"Authorization": f"Bearer {self.keys[tenant]}"}
 
     def submit(self, tenant: str, spec: dict[str, Any]) -> str:
-        answer = requests.post(f"{self.url}/v1/jobs", json=spec, headers=self.headers(tenant),
-                               timeout=10)  # fmt: skip
+        answer = requests.post(
+            f"{self.url}/v1/jobs", json=spec, headers=self.headers(tenant), timeout=10
+        )
         assert answer.status_code == 202, answer.text
         return answer.json()["id"]
 
     def stream(self, tenant: str, job_id: str) -> requests.Response:
         """`GET /v1/jobs/<id>/events`; an open stream has read its first line, and its `lines`
         go on from there (dropping that iterator would close the connection)."""
-        answer = requests.get(f"{self.url}/v1/jobs/{job_id}/events",
-                              headers=self.headers(tenant), stream=True, timeout=10)  # fmt: skip
+        answer = requests.get(
+            f"{self.url}/v1/jobs/{job_id}/events",
+            headers=self.headers(tenant),
+            stream=True,
+            timeout=10,
+        )
         self.opened.append(answer)
         if answer.status_code == 200:
             answer.lines = answer.iter_lines()
@@ -81,17 +87,23 @@ def start_api(
     def start(cap: int) -> Api:
         port = _free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("REGIONFARM_")}
-        env.update(REGIONFARM_REDIS_URL=redis_url, REGIONFARM_API_KEYS_FILE=str(keys_file),
-                   REGIONFARM_DATA_DIR=str(tmp_path / "data"),
-                   REGIONFARM_DEFAULT_MODEL="tiny-random",
-                   REGIONFARM_MAX_STREAMS_PER_TENANT=str(cap))  # fmt: skip
+        env.update(
+            REGIONFARM_REDIS_URL=redis_url,
+            REGIONFARM_API_KEYS_FILE=str(keys_file),
+            REGIONFARM_DATA_DIR=str(tmp_path / "data"),
+            REGIONFARM_DEFAULT_MODEL="tiny-random",
+            REGIONFARM_MAX_STREAMS_PER_TENANT=str(cap),
+        )
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         log = tmp_path / f"api{len(started)}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 [str(BIN), "api", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
-                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         api = Api(f"http://127.0.0.1:{port}", proc, log, keys)
         started.append(api)
         deadline = time.monotonic() + START_S
@@ -169,8 +181,12 @@ def test_a_stream_that_ends_or_loses_its_client_frees_its_slot(start_api, spec, 
     _refused(api.stream("acme", staying), 2)
 
     # The job ends: its stream sends the final job and ends, and its slot comes back.
-    assert requests.delete(f"{api.url}/v1/jobs/{ending}", headers=api.headers("acme"),
-                           timeout=10).status_code == 202  # fmt: skip
+    assert (
+        requests.delete(
+            f"{api.url}/v1/jobs/{ending}", headers=api.headers("acme"), timeout=10
+        ).status_code
+        == 202
+    )
     rest = b"\n".join(first.lines)
     assert b"canceled" in rest, rest
     _eventually_opens(api, "acme", staying, within=5)

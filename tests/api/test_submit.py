@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from farm import redis_keys
 from farm.broker import queue_depth
 from schemas import Settings, encode_png_data_uri
 from schemas.defaults import SEED_MAX
@@ -158,7 +159,7 @@ def test_a_failed_dispatch_leaves_no_record_and_no_message(app, client, auth, sp
     assert answer.status_code == 503
     assert client.get("/v1/jobs", headers=auth("acme")).json["jobs"] == []
     assert depth() == 0
-    assert r.scard("rf:tenant:acme:queued") == 0 and not r.keys("rf:job:*")
+    assert r.scard(redis_keys.tenant_queued_key("acme")) == 0 and not r.keys(redis_keys.JOB_PATTERN)
 
 
 def test_batch_of_jobs_queues_them_all_in_order(client, auth, make_spec, depth):

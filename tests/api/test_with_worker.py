@@ -12,6 +12,7 @@ import uuid
 import pytest
 
 from api.app import create_app
+from farm import redis_keys
 
 
 def _events(response):
@@ -97,7 +98,7 @@ def test_cancel_of_a_running_job_sets_the_flag_and_the_worker_stops(
     assert answer.status_code == 202 and answer.json["status"] in ("canceling", "canceled")
     final = _until(client, auth, jid, "canceled", wait_for)
     assert final["progress"]["step"] < 200 and final["result"] is None
-    assert not r.exists(f"rf:cancel:{jid}")  # the flag goes with the job's end
+    assert not r.exists(redis_keys.cancel_key(jid))  # the flag goes with the job's end
 
 
 def test_cancel_after_success_is_a_409_and_purge_deletes_record_and_image(

@@ -21,10 +21,29 @@ def test_bench_api_short_run(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGIONFARM_")}
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--duration", "1", "--rate", "20", "--clients", "4",
-         "--warmup", "0.5", "--streams", str(STREAMS), "--json", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=110, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--duration",
+            "1",
+            "--rate",
+            "20",
+            "--clients",
+            "4",
+            "--warmup",
+            "0.5",
+            "--streams",
+            str(STREAMS),
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     text = proc.stdout
     assert "machine:" in text
@@ -55,8 +74,13 @@ def test_bench_api_short_run(tmp_path: Path) -> None:
     assert api["queued_messages"] == api["job_records"] == api["answers_202"]
     assert data["closed_ratio"] > 0
     assert data["goals"]["zero_errors"] is True
-    assert set(data["goals"]) == {"zero_errors", "open_p99_under_50ms", "closed_half_of_floor",
-                                  "streams_zero_errors", "streams_open_p99_under_50ms"}  # fmt: skip
+    assert set(data["goals"]) == {
+        "zero_errors",
+        "open_p99_under_50ms",
+        "closed_half_of_floor",
+        "streams_zero_errors",
+        "streams_open_p99_under_50ms",
+    }
 
     # The streams run: every stream answered 200 and stayed open through the whole open loop,
     # and its submits (and the jobs the streams watch) are in the correctness count above.

@@ -23,10 +23,28 @@ def test_bench_render_quick_run(tmp_path: Path, model_cache: Path) -> None:
     # One thread: on a busy 2-core machine two torch threads can be many times slower. Two
     # of the five baseline steps are timed, so the scaling path runs too.
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--device", "cpu", "--threads", "1",
-         "--max-baseline-steps", "2", "--out", str(out), "--json", str(json_path)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=170, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--quick",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--max-baseline-steps",
+            "2",
+            "--out",
+            str(out),
+            "--json",
+            str(json_path),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     text = proc.stdout
     assert "machine:" in text

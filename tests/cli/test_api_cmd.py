@@ -75,8 +75,7 @@ def _farm_processes() -> set[int]:
     """PIDs of farm processes on this machine: workers, their supervisors, embedded Redis."""
     found = set()
     for pattern in ("worker.main", "cli.main worker", "redis-server"):
-        done = subprocess.run(["pgrep", "-f", pattern], check=False, capture_output=True,
-                              text=True)  # fmt: skip
+        done = subprocess.run(["pgrep", "-f", pattern], check=False, capture_output=True, text=True)
         found |= {int(pid) for pid in done.stdout.split()}
     return found
 
@@ -92,9 +91,13 @@ def _stop(proc: subprocess.Popen) -> int:
 
 def test_api_refuses_a_public_address_with_auth_off(tmp_path):
     done = subprocess.run(
-        [str(BIN), "api", "--host", "0.0.0.0"], env=_env(REGIONFARM_DATA_DIR=str(tmp_path)),
-        check=False, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [str(BIN), "api", "--host", "0.0.0.0"],
+        env=_env(REGIONFARM_DATA_DIR=str(tmp_path)),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2
     assert "--insecure" in done.stderr and "Traceback" not in done.stderr
 
@@ -121,9 +124,10 @@ def test_api_under_gunicorn_serves_with_keys_and_merges_worker_metrics(redis_url
             assert status == 202, body
         text = _request(f"{base}/metrics")[1].decode()
         line = next(
-            ln for ln in text.splitlines()
+            ln
+            for ln in text.splitlines()
             if ln.startswith("regionfarm_api_requests_total") and 'status="202"' in ln
-        )  # fmt: skip
+        )
         assert float(line.rsplit(" ", 1)[1]) == 6.0
         assert 'regionfarm_queue_depth{model="tiny-random"} 6.0' in text
     finally:
@@ -136,8 +140,17 @@ def test_up_keeps_jobs_across_a_restart_and_finishes_the_queued_ones(tmp_path, m
     data = tmp_path / "farm"
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    args = [str(BIN), "up", "--data-dir", str(data), "--port", str(port), "--workers", "1",
-            "--no-worker"]  # fmt: skip
+    args = [
+        str(BIN),
+        "up",
+        "--data-dir",
+        str(data),
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--no-worker",
+    ]
     env = _env()
     log = tmp_path / "up.log"
     first = _start(args, env, log)
@@ -219,8 +232,13 @@ def test_readme_farm_commands_run_as_written(tmp_path, model_cache):
         for line in lines[1:]:
             done = subprocess.run(
                 [str(BIN), *line.split()[1:], "--url", base],
-                cwd=tmp_path, env=_env(), check=False, capture_output=True, text=True, timeout=300,
-            )  # fmt: skip
+                cwd=tmp_path,
+                env=_env(),
+                check=False,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             assert done.returncode == 0, f"{line}\n{done.stderr}\n{log.read_text()[-3000:]}"
         assert (tmp_path / "street.png").read_bytes().startswith(b"\x89PNG")
     finally:

@@ -71,8 +71,11 @@ def k8s_objects() -> list[dict[str, Any]]:
 
 
 def k8s_find(kind: str, name: str | None = None) -> list[dict[str, Any]]:
-    return [o for o in k8s_objects()
-            if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]  # fmt: skip
+    return [
+        o
+        for o in k8s_objects()
+        if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)
+    ]
 
 
 _PLACEHOLDER = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}|\$\((\w+)\)")
@@ -256,11 +259,17 @@ def extras_installed(path: Path) -> list[set[str]]:
 def test_the_expected_files_exist() -> None:
     names = {p.relative_to(DEPLOY).as_posix() for p in deploy_files()}
     for expected in (
-        "README.md", "compose.yaml", "gen_config_reference.py", "prometheus/prometheus.yml",
-        "docker/api.Dockerfile", "docker/worker.Dockerfile",
-        "systemd/regionfarm-worker@.service", "systemd/regionfarm-api.service",
-        "systemd/regionfarm-webhooks.service", "systemd/regionfarm.env.example",
-    ):  # fmt: skip
+        "README.md",
+        "compose.yaml",
+        "gen_config_reference.py",
+        "prometheus/prometheus.yml",
+        "docker/api.Dockerfile",
+        "docker/worker.Dockerfile",
+        "systemd/regionfarm-worker@.service",
+        "systemd/regionfarm-api.service",
+        "systemd/regionfarm-webhooks.service",
+        "systemd/regionfarm.env.example",
+    ):
         assert expected in names
     assert list(K8S.glob("*.yaml")), "no Kubernetes manifests"
 
@@ -493,8 +502,9 @@ def test_compose_redis_keeps_an_append_only_file() -> None:
 
 def test_compose_workers_reserve_one_nvidia_gpu_each_and_drain() -> None:
     devices_seen = []
-    image_env = " ".join(a for w, a in dockerfile_instructions(DOCKER / "worker.Dockerfile")
-                         if w == "ENV")  # fmt: skip
+    image_env = " ".join(
+        a for w, a in dockerfile_instructions(DOCKER / "worker.Dockerfile") if w == "ENV"
+    )
     cache = re.search(rf"{PREFIX}MODEL_CACHE=(\S+)", image_env).group(1)  # type: ignore[union-attr]
     for name, service in compose_workers().items():
         (device,) = service["deploy"]["resources"]["reservations"]["devices"]
@@ -515,8 +525,10 @@ def test_compose_credentials_are_overridable_defaults() -> None:
     env = doc["x-farm-env"]
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         assert re.fullmatch(rf"\$\{{{name}:-[^}}]+\}}", env[name]), name
-    assert re.fullmatch(r"\$\{FLOWER_BASIC_AUTH:-[^}]+\}",
-                        doc["services"]["flower"]["environment"]["FLOWER_BASIC_AUTH"])  # fmt: skip
+    assert re.fullmatch(
+        r"\$\{FLOWER_BASIC_AUTH:-[^}]+\}",
+        doc["services"]["flower"]["environment"]["FLOWER_BASIC_AUTH"],
+    )
     s3 = doc["configs"]["seaweedfs-s3"]["content"]
     assert "${AWS_ACCESS_KEY_ID:-" in s3 and "${AWS_SECRET_ACCESS_KEY:-" in s3
     identities = json.loads(substitute(s3))["identities"]
@@ -543,8 +555,9 @@ def test_compose_env_example_documents_every_knob() -> None:
 
 def test_prometheus_scrapes_the_api_and_every_worker() -> None:
     (config,) = yaml_docs(DEPLOY / "prometheus" / "prometheus.yml")
-    targets = {t for job in config["scrape_configs"] for sc in job["static_configs"]
-               for t in sc["targets"]}  # fmt: skip
+    targets = {
+        t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]
+    }
     api_args = regionfarm_args([str(a) for a in compose()["services"]["api"]["command"]])
     assert f"api:{parse(api_args or [], 'api').port}" in targets
     for name, service in compose_workers().items():
@@ -572,8 +585,16 @@ def worker_deployments() -> list[tuple[dict[str, Any], argparse.Namespace]]:
 def test_k8s_objects_are_well_formed_and_namespaced() -> None:
     objects = k8s_objects()
     kinds = {o["kind"] for o in objects}
-    assert {"Namespace", "ConfigMap", "Secret", "Deployment", "Service", "StatefulSet",
-            "PersistentVolumeClaim", "ScaledObject"} <= kinds  # fmt: skip
+    assert {
+        "Namespace",
+        "ConfigMap",
+        "Secret",
+        "Deployment",
+        "Service",
+        "StatefulSet",
+        "PersistentVolumeClaim",
+        "ScaledObject",
+    } <= kinds
     assert kinds & {"ServiceMonitor", "PodMonitor"}
     (namespace,) = k8s_find("Namespace")
     for obj in objects:
@@ -742,15 +763,19 @@ def test_k8s_monitoring_selects_the_api_and_the_workers() -> None:
     }
     for monitor in k8s_find("ServiceMonitor"):
         selector = monitor["spec"]["selector"]["matchLabels"]
-        services = [s for s in k8s_find("Service")
-                    if all(s["metadata"]["labels"].get(k) == v for k, v in selector.items())]  # fmt: skip
+        services = [
+            s
+            for s in k8s_find("Service")
+            if all(s["metadata"]["labels"].get(k) == v for k, v in selector.items())
+        ]
         assert services
         ports = {p["name"] for s in services for p in s["spec"]["ports"]}
         assert all(e["port"] in ports for e in monitor["spec"]["endpoints"])
     for monitor in k8s_find("PodMonitor"):
         selector = monitor["spec"]["selector"]["matchLabels"]
-        matched = [m for m in pods.values()
-                   if all(m["labels"].get(k) == v for k, v in selector.items())]  # fmt: skip
+        matched = [
+            m for m in pods.values() if all(m["labels"].get(k) == v for k, v in selector.items())
+        ]
         assert matched
     for meta in pods.values():
         notes = meta.get("annotations", {})
@@ -773,8 +798,10 @@ def test_k8s_images_carry_the_package_version() -> None:
 def test_systemd_units_parse_and_restart() -> None:
     units = sorted(SYSTEMD.glob("*.service"))
     assert {u.name for u in units} == {
-        "regionfarm-worker@.service", "regionfarm-api.service", "regionfarm-webhooks.service",
-    }  # fmt: skip
+        "regionfarm-worker@.service",
+        "regionfarm-api.service",
+        "regionfarm-webhooks.service",
+    }
     script = next(iter(PYPROJECT["project"]["scripts"]))
     for path in units:
         parsed = unit(path)

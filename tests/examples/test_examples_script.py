@@ -6,6 +6,7 @@ import base64
 import importlib.util
 import io
 import json
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -14,7 +15,9 @@ import pytest
 from PIL import Image
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-NAMES = ["landscape", "street", "panorama", "inpaint", "landscape_palette"]
+BASE_NAMES = ["landscape", "street", "panorama", "inpaint", "landscape_palette"]
+# Each example twice: for real models, and in the toy world's words (examples/toy/).
+NAMES = BASE_NAMES + [f"toy/{name}" for name in BASE_NAMES]
 PNG_PREFIX = "data:image/png;base64,"
 LANDSCAPE_PROMPTS = [
     "summer mountains",
@@ -28,9 +31,17 @@ LANDSCAPE_PROMPTS = [
 ]
 # The palette example is the landscape in another form: everything but the regions is shared.
 SHARED_WITH_LANDSCAPE = [
-    "kind", "width", "height", "seed", "steps", "guidance_scale", "background",
-    "bootstrap_steps", "mask_mode", "output",
-]  # fmt: skip
+    "kind",
+    "width",
+    "height",
+    "seed",
+    "steps",
+    "guidance_scale",
+    "background",
+    "bootstrap_steps",
+    "mask_mode",
+    "output",
+]
 
 
 def _load_script() -> ModuleType:
@@ -67,7 +78,8 @@ def decode_png(uri: str) -> Image.Image:
 
 def test_build_all_names_exactly_the_committed_files(built: dict[str, dict]) -> None:
     assert sorted(built) == sorted(NAMES)
-    assert sorted(p.stem for p in EXAMPLES.glob("*.json")) == sorted(NAMES)
+    on_disk = [p.relative_to(EXAMPLES).with_suffix("").as_posix() for p in EXAMPLES.rglob("*.json")]
+    assert sorted(on_disk) == sorted(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -235,3 +247,35 @@ def _rgb_codes(rgb: np.ndarray) -> np.ndarray:
     """One integer per pixel (r << 16 | g << 8 | b), so colors compare as scalars."""
     rgb = rgb.astype(np.int64)
     return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
+def _without_prompts(value: object, prompts: list[str]) -> object:
+    """The spec without its prompts and negative prompts, which go into `prompts`."""
+    if isinstance(value, dict):
+        if "prompt" in value:
+            prompts.append(value["prompt"])
+        return {
+            k: _without_prompts(v, prompts)
+            for k, v in value.items()
+            if k not in ("prompt", "negative_prompt")
+        }
+    if isinstance(value, list):
+        return [_without_prompts(v, prompts) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("name", BASE_NAMES)
+def test_a_toy_example_is_its_real_twin_in_the_toy_worlds_words(
+    built: dict[str, dict], name: str
+) -> None:
+    """Same masks and settings; every prompt is one the toy world draws (it names a color)."""
+    sys.path.insert(0, str(EXAMPLES.parent))
+    from toy.world import prompt_color
+
+    real_prompts: list[str] = []
+    toy_prompts: list[str] = []
+    real = _without_prompts({**built[name], "metadata": None}, real_prompts)
+    toy = _without_prompts({**built[f"toy/{name}"], "metadata": None}, toy_prompts)
+    assert toy == real
+    assert len(toy_prompts) == len(real_prompts) >= 1
+    assert all(prompt_color(p) for p in toy_prompts), toy_prompts

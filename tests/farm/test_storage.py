@@ -254,7 +254,9 @@ def test_presigned_url_for_the_public_endpoint(s3_settings: Settings) -> None:
 
 def test_region_comes_from_aws_region(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_REGION", "eu-west-3")
-    store = S3Storage(s3_server, f"test-{uuid.uuid4().hex[:16]}")
+    settings = Settings(s3_endpoint_url=s3_server, s3_bucket=f"test-{uuid.uuid4().hex[:16]}")
+    assert settings.s3_region == "eu-west-3"
+    store = make_storage(settings)
     url = store.presigned_url("k")
     assert url is not None and "%2Feu-west-3%2Fs3%2F" in url
     store.ensure_bucket()  # outside us-east-1 it must name its LocationConstraint

@@ -92,19 +92,35 @@ class Workers:
         for _ in range(count):
             n = len(self.procs)
             with (self.logs / f"worker{n}.log").open("ab") as log:
-                self.procs.append(subprocess.Popen(
-                    [str(BIN), "worker", "--model", MODEL, "--device", "cpu", "--name", f"w{n}",
-                     *(["--metrics-port", str(metrics_port)] if metrics_port else [])],
-                    env=env, stdout=log, stderr=subprocess.STDOUT,
-                ))  # fmt: skip
+                self.procs.append(
+                    subprocess.Popen(
+                        [
+                            str(BIN),
+                            "worker",
+                            "--model",
+                            MODEL,
+                            "--device",
+                            "cpu",
+                            "--name",
+                            f"w{n}",
+                            *(["--metrics-port", str(metrics_port)] if metrics_port else []),
+                        ],
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
         return self.wait_live(len(self.procs)) if wait else []
 
     def start_webhooks(self) -> subprocess.Popen[bytes]:
         """The webhook delivery worker (`regionfarm worker --webhooks`)."""
         with (self.logs / "webhooks.log").open("ab") as log:
-            proc = subprocess.Popen([str(BIN), "worker", "--webhooks"],
-                                    env=settings_env(self.settings), stdout=log,
-                                    stderr=subprocess.STDOUT)  # fmt: skip
+            proc = subprocess.Popen(
+                [str(BIN), "worker", "--webhooks"],
+                env=settings_env(self.settings),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         self.procs.append(proc)
         return proc
 
@@ -169,11 +185,16 @@ def small_spec(**overrides: Any) -> dict[str, Any]:
     left = np.zeros((256, 256), dtype=bool)
     left[:, :128] = True
     spec = {
-        "kind": "regions", "model": MODEL, "width": 256, "height": 256,
+        "kind": "regions",
+        "model": MODEL,
+        "width": 256,
+        "height": 256,
         "background": {"prompt": "a clear sky"},
-        "regions": [{"prompt": "a red house", "mask": encode_png_data_uri(left)},
-                    {"prompt": "a green tree", "mask": encode_png_data_uri(~left)}],
-    }  # fmt: skip
+        "regions": [
+            {"prompt": "a red house", "mask": encode_png_data_uri(left)},
+            {"prompt": "a green tree", "mask": encode_png_data_uri(~left)},
+        ],
+    }
     spec.update(overrides)
     return spec
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from farm import redis_keys
 from farm.storage import job_object_key, make_storage
 
 BIN = Path(sys.executable).parent / "regionfarm"
@@ -29,8 +30,11 @@ def _download(api, job_id: str) -> bytes:
 
 def _objects(settings, job_id: str) -> list[str]:
     storage = make_storage(settings)
-    return sorted(key.rsplit("/", 1)[1] for key, _ in storage.list_keys(storage.prefix)
-                  if f"/{job_id}/" in key)  # fmt: skip
+    return sorted(
+        key.rsplit("/", 1)[1]
+        for key, _ in storage.list_keys(storage.prefix)
+        if f"/{job_id}/" in key
+    )
 
 
 def test_submit_to_success_with_progress_and_the_same_bytes_as_render(
@@ -55,9 +59,14 @@ def test_submit_to_success_with_progress_and_the_same_bytes_as_render(
     # The same normalized spec and seed through `regionfarm render` gives the same bytes.
     spec_path, out = tmp_path / "spec.json", tmp_path / "local.png"
     spec_path.write_text(json.dumps(final["spec"]))
-    done = subprocess.run([str(BIN), "render", str(spec_path), "-o", str(out), "--device", "cpu",
-                           "--quiet"], env=child_env, check=False,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [str(BIN), "render", str(spec_path), "-o", str(out), "--device", "cpu", "--quiet"],
+        env=child_env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert out.read_bytes() == image
 
@@ -84,8 +93,7 @@ def test_kill_9_mid_render_runs_the_job_again_and_it_succeeds(
     # The API as this test's client reaches it (Flask's test client calls it http://localhost).
     workers.settings = farm_settings.model_copy(update={"public_url": "http://localhost"})
     (worker,) = workers.start(1)
-    job = api.post("/v1/jobs", json=make_spec(width=768, height=512, steps=30,
-                                                regions=[])).json  # fmt: skip
+    job = api.post("/v1/jobs", json=make_spec(width=768, height=512, steps=30, regions=[])).json
     wait_status(api, job["id"], ("running",), timeout=60)
     deadline = time.monotonic() + 60
     while not (api.get(f"/v1/jobs/{job['id']}").json["progress"] or {}).get("step"):
@@ -132,7 +140,7 @@ def test_a_rerun_whose_result_is_already_stored_keeps_it_and_job_json_says_the_r
     first.update(result=result, versions={"torch": "first"}, timings={"render_seconds": 0.5})
     json_key = job_object_key(storage.prefix, "local", job["id"], "job.json")
     storage.put_bytes(json_key, json.dumps(first).encode(), "application/json")
-    r.hset(f"rf:job:{job['id']}", "attempts", 1)
+    r.hset(redis_keys.job_key(job["id"]), "attempts", 1)
     workers.start(1)
     final = wait_status(api, job["id"], ("succeeded", "failed"), timeout=120)
     assert final["status"] == "succeeded" and final["attempts"] == 2, final
@@ -220,8 +228,9 @@ def test_queued_jobs_start_in_priority_order_and_the_worker_reports_metrics(
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     priorities = [1, 9, 5, 0, 7]
-    ids = {api.post("/v1/jobs", json=make_spec(priority=p, seed=p)).json["id"]: p
-           for p in priorities}  # fmt: skip
+    ids = {
+        api.post("/v1/jobs", json=make_spec(priority=p, seed=p)).json["id"]: p for p in priorities
+    }
     workers.start(1, metrics_port=port)
     finals = [wait_status(api, jid, ("succeeded",), timeout=180) for jid in ids]
     order = [ids[j["id"]] for j in sorted(finals, key=lambda j: j["started_at"])]

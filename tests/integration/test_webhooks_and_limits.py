@@ -253,9 +253,14 @@ def test_a_render_over_the_time_limit_fails_with_timeout(
 
 def test_a_worker_whose_model_cannot_load_takes_no_jobs(api, child_env, make_spec, r):
     job = api.post("/v1/jobs", json=make_spec(model="sd15-lcm")).json  # no weights offline
-    done = subprocess.run([str(BIN), "worker", "--model", "sd15-lcm", "--device", "cpu"],
-                          env=child_env, check=False, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [str(BIN), "worker", "--model", "sd15-lcm", "--device", "cpu"],
+        env=child_env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 1
     assert "unavailable" in done.stderr and "takes no jobs" in done.stderr
     assert api.get(f"/v1/jobs/{job['id']}").json["status"] == "queued"

@@ -3,9 +3,10 @@
 Every scenario runs the farm as real processes on loopback: its own redis-server (with or
 without AOF, so a test may kill and restart it), moto's S3 server (the session's, one fresh
 versioned bucket per farm, optionally behind a proxy the test can take down or make hang), the
-API under gunicorn (`regionfarm api`) with two tenants' keys, and `regionfarm worker` processes
-on `tiny-random` whose renders are the runner's test-only hook (RF_TEST_RENDER_STEP_MS:
-a sleep per step), so that hundreds of jobs cost little.
+API under gunicorn (`regionfarm api`) with two tenants' keys, and render workers on `tiny-random`
+started by tests/harness/stand_in_worker.py: `regionfarm worker`'s supervisor and worker
+processes, whose runner renders with a stand-in for the engine (a sleep per step, a noise image),
+so that hundreds of jobs cost little.
 
 Each scenario records one row (scenario, inputs or jobs, succeeded, failed by code, duplicated,
 lost, 5xx); the session prints them as one table and writes it to
@@ -38,11 +39,14 @@ import pytest
 import redis
 import requests
 
+from farm import redis_keys
 from farm.embedded import redis_server_binary, wait_for_redis
 from farm.keys import add_key, load_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent / "regionfarm"
+STAND_IN_WORKER = ROOT / "tests" / "harness" / "stand_in_worker.py"
+"""`regionfarm worker` with the stand-in renderer (see there)."""
 MODEL = "tiny-random"
 FULL = os.environ.get("REGIONFARM_RELIABILITY", "").lower() == "full"
 """`make reliability` sets REGIONFARM_RELIABILITY=full; CI runs the bounded sizes."""
@@ -98,13 +102,29 @@ def record_row() -> Callable[[Row], Row]:
     return add
 
 
-HEAD = ("scenario", "inputs/jobs", "succeeded", "failed (by code)", "duplicated", "lost", "5xx",
-        "seconds")  # fmt: skip
+HEAD = (
+    "scenario",
+    "inputs/jobs",
+    "succeeded",
+    "failed (by code)",
+    "duplicated",
+    "lost",
+    "5xx",
+    "seconds",
+)
 
 
 def _cells(row: Row) -> list[str]:
-    return [row.scenario, str(row.inputs), str(row.succeeded), row.failed_text(),
-            str(row.duplicated), str(row.lost), str(row.errors_5xx), f"{row.seconds:.0f}"]  # fmt: skip
+    return [
+        row.scenario,
+        str(row.inputs),
+        str(row.succeeded),
+        row.failed_text(),
+        str(row.duplicated),
+        str(row.lost),
+        str(row.errors_5xx),
+        f"{row.seconds:.0f}",
+    ]
 
 
 def table_markdown(rows: list[Row]) -> str:
@@ -118,8 +138,12 @@ def table_text(rows: list[Row]) -> str:
     widths = [max(len(c[i]) for c in cells) for i in range(len(HEAD))]
     out = []
     for k, c in enumerate(cells):
-        out.append("  ".join(v.ljust(w) if i == 0 or i == 3 else v.rjust(w)
-                             for i, (v, w) in enumerate(zip(c, widths, strict=True))))  # fmt: skip
+        out.append(
+            "  ".join(
+                v.ljust(w) if i == 0 or i == 3 else v.rjust(w)
+                for i, (v, w) in enumerate(zip(c, widths, strict=True))
+            )
+        )
         if k == 0:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)
@@ -165,14 +189,28 @@ class RedisProc:
         workdir.mkdir(parents=True, exist_ok=True)
 
     def start(self) -> None:
-        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.aof else [
-            "--appendonly", "no"]  # fmt: skip
+        persistence = (
+            ["--appendonly", "yes", "--appendfsync", "always"]
+            if self.aof
+            else ["--appendonly", "no"]
+        )
         with (self.workdir / "redis.log").open("ab") as log:
             self.proc = subprocess.Popen(
-                [shutil.which("redis-server") or redis_server_binary(), "--port", str(self.port),
-                 "--bind", "127.0.0.1", "--save", "", "--dir", str(self.workdir), *persistence],
-                stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+                [
+                    shutil.which("redis-server") or redis_server_binary(),
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--dir",
+                    str(self.workdir),
+                    *persistence,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         proc = self.proc
         wait_for_redis(self.url, lambda: proc.poll() is None)
 
@@ -343,9 +381,16 @@ class Farm:
     """One farm of real processes. `workers(n)` starts render workers; `api` is gunicorn."""
 
     def __init__(
-        self, tmp: Path, s3_url: str, model_cache: Path, *, aof: bool, step_ms: float,
-        proxy: bool, env: dict[str, str],
-    ) -> None:  # fmt: skip
+        self,
+        tmp: Path,
+        s3_url: str,
+        model_cache: Path,
+        *,
+        aof: bool,
+        step_ms: float,
+        proxy: bool,
+        env: dict[str, str],
+    ) -> None:
         self.tmp, self.logs = tmp, tmp / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.redis = RedisProc(tmp / "redis", aof=aof)
@@ -363,42 +408,62 @@ class Farm:
         self.keys = {t: add_key(self.keys_file, t) for t in TENANTS}
         self.secrets = {v.name: v.webhook_secret for v in load_keys(self.keys_file).values()}
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("REGIONFARM_")}
-        self.env.update({
-            "REGIONFARM_REDIS_URL": self.redis.url,
-            "REGIONFARM_S3_ENDPOINT_URL": self.proxy.url if self.proxy else s3_url,
-            "REGIONFARM_S3_BUCKET": self.bucket,
-            "REGIONFARM_DATA_DIR": str(tmp / "data"),
-            "REGIONFARM_DEFAULT_MODEL": MODEL,
-            "REGIONFARM_LEASE_SECONDS": str(LEASE_SECONDS),
-            "REGIONFARM_STORAGE_RETRY_SECONDS": "60",
-            "REGIONFARM_TORCH_THREADS": "1",
-            "REGIONFARM_MODEL_CACHE": str(model_cache),
-            "REGIONFARM_API_KEYS_FILE": str(self.keys_file),
-            "REGIONFARM_MAX_QUEUED_JOBS": "100000",
-            "RF_TEST_RENDER_STEP_MS": str(step_ms),
-            "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
-            "HF_HUB_OFFLINE": "1",
-        })  # fmt: skip
+        self.env.update(
+            {
+                "REGIONFARM_REDIS_URL": self.redis.url,
+                "REGIONFARM_S3_ENDPOINT_URL": self.proxy.url if self.proxy else s3_url,
+                "REGIONFARM_S3_BUCKET": self.bucket,
+                "REGIONFARM_DATA_DIR": str(tmp / "data"),
+                "REGIONFARM_DEFAULT_MODEL": MODEL,
+                "REGIONFARM_LEASE_SECONDS": str(LEASE_SECONDS),
+                "REGIONFARM_STORAGE_RETRY_SECONDS": "60",
+                "REGIONFARM_TORCH_THREADS": "1",
+                "REGIONFARM_MODEL_CACHE": str(model_cache),
+                "REGIONFARM_API_KEYS_FILE": str(self.keys_file),
+                "REGIONFARM_MAX_QUEUED_JOBS": "100000",
+                "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
+                "HF_HUB_OFFLINE": "1",
+            }
+        )
         self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.env.update(env)
+        self.step_ms = step_ms
+        """Milliseconds per step of the workers' stand-in renders."""
         self.procs: list[subprocess.Popen[bytes]] = []
         self.worker_procs: list[subprocess.Popen[bytes]] = []
         self.api_port = free_port()
         self.url = f"http://127.0.0.1:{self.api_port}"
-        self.api_proc = self._spawn("api", [str(BIN), "api", "--host", "127.0.0.1", "--port",
-                                            str(self.api_port), "--workers", "2"])  # fmt: skip
+        self.api_proc = self._spawn(
+            "api",
+            [
+                str(BIN),
+                "api",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.api_port),
+                "--workers",
+                "2",
+            ],
+        )
         self.counted = Counted()
         self._local = threading.local()
-        self.r = redis.Redis.from_url(self.redis.url, decode_responses=True,
-                                      socket_connect_timeout=2, socket_timeout=10)  # fmt: skip
+        self.r = redis.Redis.from_url(
+            self.redis.url, decode_responses=True, socket_connect_timeout=2, socket_timeout=10
+        )
         self._wait_api()
 
     # -- processes ----------------------------------------------------------------------
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None):
         with (self.logs / f"{name}.log").open("ab") as log:
-            proc = subprocess.Popen(argv, env=env or self.env, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+            proc = subprocess.Popen(
+                argv,
+                env=env or self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.procs.append(proc)
         return proc
 
@@ -413,13 +478,24 @@ class Farm:
             time.sleep(0.1)
         raise AssertionError(f"the API did not start:\n{self.log_tail()}")
 
-    def start_workers(self, count: int, *, env: dict[str, str] | None = None,
-                      wait: bool = True) -> None:  # fmt: skip
+    def start_workers(
+        self, count: int, *, env: dict[str, str] | None = None, wait: bool = True
+    ) -> None:
         for _ in range(count):
             n = len(self.worker_procs)
-            proc = self._spawn(f"worker{n}", [str(BIN), "worker", "--model", MODEL, "--device",
-                                              "cpu", "--name", f"w{n}"],
-                               env={**self.env, **(env or {})})  # fmt: skip
+            argv = [
+                sys.executable,
+                str(STAND_IN_WORKER),
+                "--step-ms",
+                str(self.step_ms),
+                "--model",
+                MODEL,
+                "--device",
+                "cpu",
+                "--name",
+                f"w{n}",
+            ]
+            proc = self._spawn(f"worker{n}", argv, env={**self.env, **(env or {})})
             self.worker_procs.append(proc)
         if wait:
             self.wait_live(sum(p.poll() is None for p in self.worker_procs))
@@ -439,21 +515,23 @@ class Farm:
         deadline = time.monotonic() + timeout
         while len(found := self.live()) < count:
             if time.monotonic() > deadline:
-                raise AssertionError(f"{count} workers not live in {timeout} s:\n"
-                                     f"{self.log_tail()}")  # fmt: skip
+                raise AssertionError(f"{count} workers not live in {timeout} s:\n{self.log_tail()}")
             time.sleep(0.2)
         return found
 
     def log_tail(self, chars: int = 3000) -> str:
-        return "\n".join(f"== {p.name}\n" + p.read_text(errors="replace")[-chars:]
-                         for p in sorted(self.logs.glob("*.log")))  # fmt: skip
+        return "\n".join(
+            f"== {p.name}\n" + p.read_text(errors="replace")[-chars:]
+            for p in sorted(self.logs.glob("*.log"))
+        )
 
     def stop(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGINT if proc in self.worker_procs
-                              else signal.SIGTERM)  # fmt: skip
+                    os.killpg(
+                        proc.pid, signal.SIGINT if proc in self.worker_procs else signal.SIGTERM
+                    )
         deadline = time.monotonic() + 40
         for proc in self.procs:
             try:
@@ -478,8 +556,9 @@ class Farm:
     def headers(self, tenant: str | None = "acme") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys[tenant]}"} if tenant else {}
 
-    def call(self, method: str, path: str, *, tenant: str | None = "acme",
-             **kwargs: Any) -> requests.Response:  # fmt: skip
+    def call(
+        self, method: str, path: str, *, tenant: str | None = "acme", **kwargs: Any
+    ) -> requests.Response:
         headers = {**self.headers(tenant), **kwargs.pop("headers", {})}
         kwargs.setdefault("timeout", 30)
         kwargs.setdefault("allow_redirects", False)
@@ -502,7 +581,7 @@ class Farm:
         """Each job's status as Redis has it now (None: no record)."""
         pipe = self.r.pipeline(transaction=False)
         for job_id in ids:
-            pipe.hget(f"rf:job:{job_id}", "status")
+            pipe.hget(redis_keys.job_key(job_id), "status")
         return dict(zip(ids, pipe.execute(), strict=True))
 
     def wait_final(self, ids: list[str], timeout: float) -> dict[str, str | None]:
@@ -528,8 +607,17 @@ class Farm:
                 out.setdefault(v["Key"].rsplit("/", 1)[1], []).append(v)
         return out
 
-    def tally(self, scenario: str, ids: list[str], *, started: float, tenant: str = "acme",
-              redis_kept: bool = True, rejected_5xx: int = 0, notes: str = "") -> Row:  # fmt: skip
+    def tally(
+        self,
+        scenario: str,
+        ids: list[str],
+        *,
+        started: float,
+        tenant: str = "acme",
+        redis_kept: bool = True,
+        rejected_5xx: int = 0,
+        notes: str = "",
+    ) -> Row:
         """The row of a scenario whose accepted jobs are `ids`, from the API's answers, the
         stored objects (versions) and the records' counters."""
         row = Row(scenario, len(ids), notes=notes)
@@ -565,9 +653,10 @@ class Farm:
             elif len(image) > 1:
                 rewritten += 1
         if redis_kept:
-            transitions = int(self.r.hget("rf:stats:finished", "succeeded") or 0)
-            succeeded_all = sum(1 for s in self.statuses(self._all_ids()).values()
-                                if s == "succeeded")  # fmt: skip
+            transitions = int(self.r.hget(redis_keys.STATS_KEY, "succeeded") or 0)
+            succeeded_all = sum(
+                1 for s in self.statuses(self._all_ids()).values() if s == "succeeded"
+            )
             row.duplicated += max(0, transitions - succeeded_all)
         row.errors_5xx = self.counted.errors_5xx + rejected_5xx
         row.seconds = time.monotonic() - started
@@ -581,7 +670,7 @@ class Farm:
     def _all_ids(self) -> list[str]:
         ids: list[str] = []
         for tenant in TENANTS:
-            ids += self.r.zrange(f"rf:tenant:{tenant}:jobs", 0, -1)
+            ids += self.r.zrange(redis_keys.tenant_jobs_key(tenant), 0, -1)
         return ids
 
     def orphaned_uploads(self) -> list[dict[str, Any]]:
@@ -601,11 +690,17 @@ def spec_factory() -> Callable[..., dict[str, Any]]:
 
     def make(**overrides: Any) -> dict[str, Any]:
         spec = {
-            "kind": "regions", "model": MODEL, "width": 256, "height": 256, "steps": 5,
+            "kind": "regions",
+            "model": MODEL,
+            "width": 256,
+            "height": 256,
+            "steps": 5,
             "background": {"prompt": "a clear sky"},
-            "regions": [{"prompt": "a red house", "mask": masks[0]},
-                        {"prompt": "a green tree", "mask": masks[1]}],
-        }  # fmt: skip
+            "regions": [
+                {"prompt": "a red house", "mask": masks[0]},
+                {"prompt": "a green tree", "mask": masks[1]},
+            ],
+        }
         spec.update(overrides)
         return spec
 
@@ -617,10 +712,22 @@ def make_farm(s3_server: str, model_cache: Path, tmp_path: Path) -> Iterator[Cal
     """``make_farm(aof=True, step_ms=50, proxy=False, env={})``: a farm, stopped at the end."""
     farms: list[Farm] = []
 
-    def make(*, aof: bool = True, step_ms: float = 50, proxy: bool = False,
-             env: dict[str, str] | None = None) -> Farm:  # fmt: skip
-        farm = Farm(tmp_path / f"farm{len(farms)}", s3_server, model_cache, aof=aof,
-                    step_ms=step_ms, proxy=proxy, env=env or {})  # fmt: skip
+    def make(
+        *,
+        aof: bool = True,
+        step_ms: float = 50,
+        proxy: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> Farm:
+        farm = Farm(
+            tmp_path / f"farm{len(farms)}",
+            s3_server,
+            model_cache,
+            aof=aof,
+            step_ms=step_ms,
+            proxy=proxy,
+            env=env or {},
+        )
         farms.append(farm)
         return farm
 
@@ -635,6 +742,16 @@ def rel() -> Any:
     ``rel.pick(bounded, full)``, ``rel.Row``, ``rel.FULL``, ``rel.MODEL``, ``rel.FINAL``."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(pick=pick, Row=Row, FULL=FULL, MODEL=MODEL, FINAL=FINAL,
-                           contract_problem=contract_problem, free_port=free_port,
-                           AWS_SECRET=AWS_SECRET, ROOT=ROOT, BIN=BIN, ARTIFACTS=ARTIFACTS)  # fmt: skip
+    return SimpleNamespace(
+        pick=pick,
+        Row=Row,
+        FULL=FULL,
+        MODEL=MODEL,
+        FINAL=FINAL,
+        contract_problem=contract_problem,
+        free_port=free_port,
+        AWS_SECRET=AWS_SECRET,
+        ROOT=ROOT,
+        BIN=BIN,
+        ARTIFACTS=ARTIFACTS,
+    )

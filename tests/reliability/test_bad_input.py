@@ -41,23 +41,32 @@ def test_schemathesis_against_the_openapi_document(make_farm, record_row, rel):
     operations = [r.ok() for r in schema.get_all_operations()]
     total = rel.pick(1000, 3000)
     per_case = max(10, total // (2 * len(operations)))
-    checks = [not_a_server_error, status_code_conformance, content_type_conformance,
-              response_schema_conformance]  # fmt: skip
+    checks = [
+        not_a_server_error,
+        status_code_conformance,
+        content_type_conformance,
+        response_schema_conformance,
+    ]
     tried, failures, unsatisfiable = 0, [], []
     session = farm.session()
     headers = farm.headers("acme")
 
     def make_run(op, mode, strategy, round_: int):
         @seed(round_)
-        @settings(max_examples=per_case, deadline=None, database=None,
-                  phases=[Phase.explicit, Phase.generate],
-                  suppress_health_check=list(HealthCheck))  # fmt: skip
+        @settings(
+            max_examples=per_case,
+            deadline=None,
+            database=None,
+            phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
         @given(case=strategy)
         def run(case) -> None:
             nonlocal tried
             case.headers = {**(case.headers or {}), **headers}
-            response = case.call(base_url=farm.url, session=session, timeout=30,
-                                 allow_redirects=False)  # fmt: skip
+            response = case.call(
+                base_url=farm.url, session=session, timeout=30, allow_redirects=False
+            )
             tried += 1
             farm.counted.note(case.method, case.path, response)
             try:
@@ -83,10 +92,14 @@ def test_schemathesis_against_the_openapi_document(make_farm, record_row, rel):
                 except Unsatisfiable:
                     unsatisfiable.append(f"{op.label} {mode.value}")  # nothing invalid to send
     breaks = failures + farm.counted.contract_breaks
-    row = rel.Row("schemathesis (positive + negative)", tried,
-                  errors_5xx=farm.counted.errors_5xx, seconds=time.monotonic() - started,
-                  notes=f"{len(operations)} operations, {len(unsatisfiable)} of them with no "
-                  f"negative form; {len(breaks)} contract breaks")  # fmt: skip
+    row = rel.Row(
+        "schemathesis (positive + negative)",
+        tried,
+        errors_5xx=farm.counted.errors_5xx,
+        seconds=time.monotonic() - started,
+        notes=f"{len(operations)} operations, {len(unsatisfiable)} of them with no "
+        f"negative form; {len(breaks)} contract breaks",
+    )
     row.failed.update({f"answer {k}": v for k, v in farm.counted.by_status.items() if k >= 400})
     row.succeeded = sum(v for k, v in farm.counted.by_status.items() if k < 400)
     record_row(row)
@@ -112,8 +125,12 @@ def _bomb_png(width: int, height: int) -> bytes:
     """A PNG that claims width x height grey pixels and carries very little data."""
 
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return (struct.pack(">I", len(body)) + kind + body
-                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))  # fmt: skip
+        return (
+            struct.pack(">I", len(body))
+            + kind
+            + body
+            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        )
 
     row = b"\x00" + b"\x00" * width
     raw = zlib.compress(row * min(height, 64), 9)
@@ -129,20 +146,59 @@ def _mask(width: int = 256, height: int = 256) -> str:
     return _uri(out.getvalue())
 
 
-PATHS = ["../../etc/passwd", "..\\..\\windows\\win.ini", "/etc/shadow", "acme/../globex",
-         "%2e%2e%2f%2e%2e%2f", "\x00", "file:///etc/passwd", "s3://bucket/key", "~/.aws",
-         "C:\\x", "job_00000000000000000000000000/../../x", "asset:../../x"]  # fmt: skip
-UNICODE = ["\u202eevil\u202c", "\u200b" * 50, "Ａ" * 10, "e\u0301" * 100, "\ud800", "💥" * 500,
-           "\x00\x01\x02", "A" * 2001, "\uffff\ufffe", "<script>alert(1)</script>",
-           "'; DROP TABLE jobs; --", "{{7*7}}", "${jndi:ldap://x}"]  # fmt: skip
-HOOKS = ["http://127.0.0.1/hook", "https://127.0.0.1/hook", "https://localhost/hook",
-         "https://[::1]/hook", "https://10.0.0.1/x", "https://192.168.1.1/x",
-         "https://172.16.0.1/x", "https://169.254.169.254/latest/meta-data/",
-         "https://[fe80::1]/x", "https://0.0.0.0/x", "https://2130706433/x",
-         "https://0x7f000001/x", "https://[::ffff:127.0.0.1]/x", "https://100.64.0.1/x",
-         "http://example.com/x", "ftp://example.com/x", "javascript:alert(1)",
-         "https://user:pass@127.0.0.1/x", "https://127.1/x", "https://metadata.google.internal/x",
-         "https://[fd00::1]/x", "https://localhost./x"]  # fmt: skip
+PATHS = [
+    "../../etc/passwd",
+    "..\\..\\windows\\win.ini",
+    "/etc/shadow",
+    "acme/../globex",
+    "%2e%2e%2f%2e%2e%2f",
+    "\x00",
+    "file:///etc/passwd",
+    "s3://bucket/key",
+    "~/.aws",
+    "C:\\x",
+    "job_00000000000000000000000000/../../x",
+    "asset:../../x",
+]
+UNICODE = [
+    "\u202eevil\u202c",
+    "\u200b" * 50,
+    "Ａ" * 10,
+    "e\u0301" * 100,
+    "\ud800",
+    "💥" * 500,
+    "\x00\x01\x02",
+    "A" * 2001,
+    "\uffff\ufffe",
+    "<script>alert(1)</script>",
+    "'; DROP TABLE jobs; --",
+    "{{7*7}}",
+    "${jndi:ldap://x}",
+]
+HOOKS = [
+    "http://127.0.0.1/hook",
+    "https://127.0.0.1/hook",
+    "https://localhost/hook",
+    "https://[::1]/hook",
+    "https://10.0.0.1/x",
+    "https://192.168.1.1/x",
+    "https://172.16.0.1/x",
+    "https://169.254.169.254/latest/meta-data/",
+    "https://[fe80::1]/x",
+    "https://0.0.0.0/x",
+    "https://2130706433/x",
+    "https://0x7f000001/x",
+    "https://[::ffff:127.0.0.1]/x",
+    "https://100.64.0.1/x",
+    "http://example.com/x",
+    "ftp://example.com/x",
+    "javascript:alert(1)",
+    "https://user:pass@127.0.0.1/x",
+    "https://127.1/x",
+    "https://metadata.google.internal/x",
+    "https://[fd00::1]/x",
+    "https://localhost./x",
+]
 
 
 def hostile_corpus(base: dict[str, Any]) -> list[tuple[str, str, str, dict[str, Any]]]:
@@ -163,9 +219,14 @@ def hostile_corpus(base: dict[str, Any]) -> list[tuple[str, str, str, dict[str, 
                 target[last] = value
         # json.dumps writes NaN and Infinity as JavaScript does, and lone surrogates escaped.
         expect = {True: "reject", False: "accept", None: "any"}[expect_reject]
-        cases.append((f"{expect}:{name}", "POST", "/v1/jobs",
-                      {"data": json.dumps(body),
-                       "headers": {"Content-Type": "application/json"}}))  # fmt: skip
+        cases.append(
+            (
+                f"{expect}:{name}",
+                "POST",
+                "/v1/jobs",
+                {"data": json.dumps(body), "headers": {"Content-Type": "application/json"}},
+            )
+        )
 
     # decompression bombs and lying images
     for w, h in ((100_000, 100_000), (65_535, 65_535), (8192, 8192), (1, 2**31 - 1)):
@@ -184,13 +245,18 @@ def hostile_corpus(base: dict[str, Any]) -> list[tuple[str, str, str, dict[str, 
     for fmt in ("WEBP", "JPEG", "GIF", "BMP", "TIFF", "ICO"):
         buf = io.BytesIO()
         white.convert("RGB").save(buf, fmt)
-        spec(f"mask as {fmt}", expect_reject=fmt not in ("WEBP",), regions__0__mask=_uri(
-            buf.getvalue(), f"image/{fmt.lower()}"))  # fmt: skip
+        spec(
+            f"mask as {fmt}",
+            expect_reject=fmt not in ("WEBP",),
+            regions__0__mask=_uri(buf.getvalue(), f"image/{fmt.lower()}"),
+        )
     spec("all-zero mask", regions__0__mask=_uri(_png(256, 256, fill=0)))
     spec("png labelled webp", regions__0__mask=_uri(_png(256, 256), "image/webp"))
     spec("text labelled png", regions__0__mask=_uri(b"hello world"))
-    spec("svg data uri", regions__0__mask=_uri(b"<svg xmlns='http://www.w3.org/2000/svg'/>",
-                                                "image/svg+xml"))  # fmt: skip
+    spec(
+        "svg data uri",
+        regions__0__mask=_uri(b"<svg xmlns='http://www.w3.org/2000/svg'/>", "image/svg+xml"),
+    )
     spec("html data uri", regions__0__mask="data:text/html,<script>alert(1)</script>")
     spec("truncated png", regions__0__mask=_uri(_png(256, 256)[:40]))
     spec("bad base64", regions__0__mask="data:image/png;base64,!!!!")
@@ -201,26 +267,52 @@ def hostile_corpus(base: dict[str, Any]) -> list[tuple[str, str, str, dict[str, 
     spec("unknown asset", regions__0__mask="asset:" + "0" * 64)
     # numbers
     for field_name in ("width", "height", "seed", "steps", "guidance_scale", "priority"):
-        for value in (float("nan"), float("inf"), float("-inf"), -1, 10**30, 1.5, "1", True,
-                      None, [], {}):  # fmt: skip
+        for value in (
+            float("nan"),
+            float("inf"),
+            float("-inf"),
+            -1,
+            10**30,
+            1.5,
+            "1",
+            True,
+            None,
+            [],
+            {},
+        ):
             # null is "omitted" (defaults) where a field has one; 1.5 is a fine guidance.
             unsure = value is None or (value == 1.5 and field_name == "guidance_scale")
-            spec(f"{field_name}={value!r}", expect_reject=None if unsure else True,
-                 **{field_name: value})  # fmt: skip
+            spec(
+                f"{field_name}={value!r}",
+                expect_reject=None if unsure else True,
+                **{field_name: value},
+            )
     for field_name in ("mask_strength", "mask_std", "prompt_strength"):
         for value in (float("nan"), float("inf"), -1e308, 1e308, "0.5"):
             spec(f"regions.0.{field_name}={value!r}", **{f"regions__0__{field_name}": value})
     # strings: unicode tricks and path-like strings everywhere a string goes
     for text in UNICODE + PATHS:
         too_long = len(text) > 2000
-        spec(f"prompt {text[:12]!r}", expect_reject=too_long or "\ud800" in text,
-             background={"prompt": text})  # fmt: skip
-        spec(f"region prompt {text[:12]!r}", expect_reject=too_long or "\ud800" in text,
-             regions__0__prompt=text)  # fmt: skip
-        spec(f"negative {text[:12]!r}", expect_reject=too_long or "\ud800" in text,
-             regions__1__negative_prompt=text)  # fmt: skip
-        spec(f"metadata {text[:12]!r}", expect_reject="\ud800" in text,
-             metadata={"project": text, text[:20] or "k": 1})  # fmt: skip
+        spec(
+            f"prompt {text[:12]!r}",
+            expect_reject=too_long or "\ud800" in text,
+            background={"prompt": text},
+        )
+        spec(
+            f"region prompt {text[:12]!r}",
+            expect_reject=too_long or "\ud800" in text,
+            regions__0__prompt=text,
+        )
+        spec(
+            f"negative {text[:12]!r}",
+            expect_reject=too_long or "\ud800" in text,
+            regions__1__negative_prompt=text,
+        )
+        spec(
+            f"metadata {text[:12]!r}",
+            expect_reject="\ud800" in text,
+            metadata={"project": text, text[:20] or "k": 1},
+        )
         spec(f"model {text[:12]!r}", model=text)
         spec(f"kind {text[:12]!r}", kind=text)
         spec(f"method {text[:12]!r}", method=text)
@@ -265,33 +357,69 @@ def hostile_corpus(base: dict[str, Any]) -> list[tuple[str, str, str, dict[str, 
         ("bom prefixed", {"data": b"\xef\xbb\xbf" + json.dumps(base).encode()}),
     ]
     for name, kw in raw:
-        cases.append((f"{'any' if name == 'bom prefixed' else 'reject'}:{name}", "POST", "/v1/jobs",
-                      {**kw, "headers": {"Content-Type": "application/json"}}))  # fmt: skip
-    for ctype in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data",
-                  "application/xml", ""):  # fmt: skip
-        cases.append((f"reject:content type {ctype!r}", "POST", "/v1/jobs",
-                      {"data": json.dumps(base), "headers": {"Content-Type": ctype}}))  # fmt: skip
+        cases.append(
+            (
+                f"{'any' if name == 'bom prefixed' else 'reject'}:{name}",
+                "POST",
+                "/v1/jobs",
+                {**kw, "headers": {"Content-Type": "application/json"}},
+            )
+        )
+    for ctype in (
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+        "application/xml",
+        "",
+    ):
+        cases.append(
+            (
+                f"reject:content type {ctype!r}",
+                "POST",
+                "/v1/jobs",
+                {"data": json.dumps(base), "headers": {"Content-Type": ctype}},
+            )
+        )
     # batch
     cases.append(
         ("reject:batch of 101", "POST", "/v1/jobs/batch", {"json": {"jobs": [base] * 101}})
     )
-    cases.append(("reject:batch seeds nan", "POST", "/v1/jobs/batch",
-                  {"data": '{"job": {}, "seeds": [NaN]}',
-                   "headers": {"Content-Type": "application/json"}}))  # fmt: skip
-    cases.append(("reject:batch both", "POST", "/v1/jobs/batch",
-                  {"json": {"jobs": [base], "job": base, "seeds": [1]}}))  # fmt: skip
+    cases.append(
+        (
+            "reject:batch seeds nan",
+            "POST",
+            "/v1/jobs/batch",
+            {
+                "data": '{"job": {}, "seeds": [NaN]}',
+                "headers": {"Content-Type": "application/json"},
+            },
+        )
+    )
+    cases.append(
+        (
+            "reject:batch both",
+            "POST",
+            "/v1/jobs/batch",
+            {"json": {"jobs": [base], "job": base, "seeds": [1]}},
+        )
+    )
     # ids and query strings
     for text in PATHS + UNICODE[:6] + ["job_" + "Z" * 26, "%00", "a" * 10_000]:
         quoted = requests_quote(text)
         for suffix in ("", "/result", "/events"):
-            cases.append((f"reject:GET job {text[:12]!r}{suffix}", "GET",
-                          f"/v1/jobs/{quoted}{suffix}", {}))  # fmt: skip
+            cases.append(
+                (f"reject:GET job {text[:12]!r}{suffix}", "GET", f"/v1/jobs/{quoted}{suffix}", {})
+            )
         cases.append((f"reject:DELETE job {text[:12]!r}", "DELETE", f"/v1/jobs/{quoted}", {}))
-        cases.append((f"{'any' if text.startswith('job_') else 'reject'}:list cursor {text[:12]!r}",
-                      "GET",
-                      f"/v1/jobs?cursor={quoted}&limit=5", {}))  # fmt: skip
-        cases.append((f"reject:list status {text[:12]!r}", "GET", f"/v1/jobs?status={quoted}",
-                      {}))  # fmt: skip
+        cases.append(
+            (
+                f"{'any' if text.startswith('job_') else 'reject'}:list cursor {text[:12]!r}",
+                "GET",
+                f"/v1/jobs?cursor={quoted}&limit=5",
+                {},
+            )
+        )
+        cases.append((f"reject:list status {text[:12]!r}", "GET", f"/v1/jobs?status={quoted}", {}))
     for limit in ("0", "-1", "101", "1e3", "nan", "inf", "99999999999999999999", "1.5"):
         cases.append(
             (f"reject:list limit {limit}", "GET", "/v1/jobs", {"params": {"limit": limit}})
@@ -305,12 +433,30 @@ def hostile_corpus(base: dict[str, Any]) -> list[tuple[str, str, str, dict[str, 
         ("asset png as jpeg", _png(64, 64), "image/jpeg"),
         ("asset html", b"<html></html>", "text/html"),
     ):
-        cases.append((f"{'any' if 'as jpeg' in name else 'reject'}:{name}", "POST", "/v1/assets",
-                      {"data": body, "headers": {"Content-Type": ctype}}))  # fmt: skip
-    cases.append(("reject:asset multipart without file", "POST", "/v1/assets",
-                  {"files": {"other": ("x.png", _png(64, 64), "image/png")}}))  # fmt: skip
-    cases.append(("reject:asset multipart filename traversal", "POST", "/v1/assets",
-                  {"files": {"file": ("../../../etc/passwd", b"x", "image/png")}}))  # fmt: skip
+        cases.append(
+            (
+                f"{'any' if 'as jpeg' in name else 'reject'}:{name}",
+                "POST",
+                "/v1/assets",
+                {"data": body, "headers": {"Content-Type": ctype}},
+            )
+        )
+    cases.append(
+        (
+            "reject:asset multipart without file",
+            "POST",
+            "/v1/assets",
+            {"files": {"other": ("x.png", _png(64, 64), "image/png")}},
+        )
+    )
+    cases.append(
+        (
+            "reject:asset multipart filename traversal",
+            "POST",
+            "/v1/assets",
+            {"files": {"file": ("../../../etc/passwd", b"x", "image/png")}},
+        )
+    )
     return cases
 
 
@@ -323,8 +469,9 @@ def requests_quote(text: str) -> str:
 def test_hostile_inputs_get_4xx_and_never_a_5xx(make_farm, spec_factory, record_row, rel):
     farm = make_farm(step_ms=0)
     started = time.monotonic()
-    base = spec_factory(seed=1, regions=[{"prompt": "left", "mask": _mask()},
-                                         {"prompt": "right", "mask": _mask()}])  # fmt: skip
+    base = spec_factory(
+        seed=1, regions=[{"prompt": "left", "mask": _mask()}, {"prompt": "right", "mask": _mask()}]
+    )
     cases = hostile_corpus(base)
     wrong: list[str] = []
     accepted: list[str] = []
@@ -352,24 +499,34 @@ def test_hostile_inputs_get_4xx_and_never_a_5xx(make_farm, spec_factory, record_
                     )
                     for p in d["loc"]
                 ):
-                    wrong.append(f"{label}: loc names a model {d['loc']}")  # fmt: skip
+                    wrong.append(f"{label}: loc names a model {d['loc']}")
     # Keys are built only from ids the server made: the accepted jobs' stored objects, and
     # nothing else a client string could have named.
     farm.start_workers(1)
     farm.wait_final(accepted, timeout=120)
-    keys = [o["Key"] for page in farm.s3.get_paginator("list_objects_v2").paginate(
-        Bucket=farm.bucket) for o in page.get("Contents", [])]  # fmt: skip
-    pattern = re.compile(r"acme/(job_[0-9A-HJKMNP-TV-Z]{26}/(image\.png|job\.json)|assets/[0-9a-f]{64}"
-                         r"\.(png|webp|jpg))")  # fmt: skip
+    keys = [
+        o["Key"]
+        for page in farm.s3.get_paginator("list_objects_v2").paginate(Bucket=farm.bucket)
+        for o in page.get("Contents", [])
+    ]
+    pattern = re.compile(
+        r"acme/(job_[0-9A-HJKMNP-TV-Z]{26}/(image\.png|job\.json)|assets/[0-9a-f]{64}"
+        r"\.(png|webp|jpg))"
+    )
     odd = [k for k in keys if not pattern.fullmatch(k)]
     done = farm.tally("", accepted, started=started)
-    row = rel.Row("hostile input corpus", len(cases), succeeded=done.succeeded,
-                  errors_5xx=farm.counted.errors_5xx, lost=done.lost,
-                  duplicated=done.duplicated, seconds=time.monotonic() - started,
-                  notes=f"{len(accepted)} harmless ones accepted and rendered; "
-                  f"{len(wrong) + len(farm.counted.contract_breaks)} contract breaks")  # fmt: skip
-    row.failed.update({f"answer {k}": v for k, v in farm.counted.by_status.items()
-                       if k >= 400})  # fmt: skip
+    row = rel.Row(
+        "hostile input corpus",
+        len(cases),
+        succeeded=done.succeeded,
+        errors_5xx=farm.counted.errors_5xx,
+        lost=done.lost,
+        duplicated=done.duplicated,
+        seconds=time.monotonic() - started,
+        notes=f"{len(accepted)} harmless ones accepted and rendered; "
+        f"{len(wrong) + len(farm.counted.contract_breaks)} contract breaks",
+    )
+    row.failed.update({f"answer {k}": v for k, v in farm.counted.by_status.items() if k >= 400})
     record_row(row)
     assert odd == [], odd
     problems = wrong + farm.counted.contract_breaks

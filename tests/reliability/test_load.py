@@ -24,24 +24,46 @@ def test_sustained_load_at_capacity_while_two_workers_drain(
     started = time.monotonic()
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGIONFARM_")}
     done = subprocess.run(
-        [sys.executable, str(rel.ROOT / "bench" / "load.py"), "--duration", str(duration),
-         "--measure", str(rel.pick(2, 5)), "--model-cache", str(model_cache),
-         "--drain-timeout", str(rel.pick(240, 1200)), "--json", str(out), "--plot", str(plot)],
-        cwd=rel.ROOT, env=env, capture_output=True, text=True, timeout=rel.pick(420, 1400),
+        [
+            sys.executable,
+            str(rel.ROOT / "bench" / "load.py"),
+            "--duration",
+            str(duration),
+            "--measure",
+            str(rel.pick(2, 5)),
+            "--model-cache",
+            str(model_cache),
+            "--drain-timeout",
+            str(rel.pick(240, 1200)),
+            "--json",
+            str(out),
+            "--plot",
+            str(plot),
+        ],
+        cwd=rel.ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=rel.pick(420, 1400),
         check=False,
-    )  # fmt: skip
+    )
     print(done.stdout)
     assert out.exists(), done.stdout + done.stderr
     r = json.loads(out.read_text())
     acc, load = r["accounting"], r["load"]
     (rel.ARTIFACTS / "load.txt").write_text(done.stdout)
-    row = rel.Row(f"load: {r['rate']:.0f} req/s for {duration} s, 2 workers", acc["accepted"],
-                  succeeded=acc["succeeded"], duplicated=acc["duplicated"],
-                  lost=acc["lost"] + acc["unfinished"], errors_5xx=r["errors_5xx"],
-                  seconds=time.monotonic() - started,
-                  notes=f"capacity {r['capacity']['rps']:.0f} req/s; submit p99 "
-                  f"{load['p99_ms']:.0f} ms; max queue depth {r['max_depth']}; drained "
-                  f"{r['drain_seconds'] or 0:.0f} s after the load; plot {plot.name}")  # fmt: skip
+    row = rel.Row(
+        f"load: {r['rate']:.0f} req/s for {duration} s, 2 workers",
+        acc["accepted"],
+        succeeded=acc["succeeded"],
+        duplicated=acc["duplicated"],
+        lost=acc["lost"] + acc["unfinished"],
+        errors_5xx=r["errors_5xx"],
+        seconds=time.monotonic() - started,
+        notes=f"capacity {r['capacity']['rps']:.0f} req/s; submit p99 "
+        f"{load['p99_ms']:.0f} ms; max queue depth {r['max_depth']}; drained "
+        f"{r['drain_seconds'] or 0:.0f} s after the load; plot {plot.name}",
+    )
     row.failed.update(acc["failed"])
     if load["errors"] - r["errors_5xx"]:
         row.failed["non-2xx or no answer"] = load["errors"] - r["errors_5xx"]

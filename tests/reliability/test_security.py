@@ -86,13 +86,18 @@ def test_auth_isolation_presigning_webhooks_and_secrets(
 
     hook_url = f"http://127.0.0.1:{hooks.server_address[1]}/hook"
     job = farm.submit(spec_factory(seed=1, webhook={"url": hook_url}))
-    asset = farm.call("POST", "/v1/assets", data=Path(_mask_png(tmp_path)).read_bytes(),
-                      headers={"Content-Type": "image/png"}).json()["id"]  # fmt: skip
+    asset = farm.call(
+        "POST",
+        "/v1/assets",
+        data=Path(_mask_png(tmp_path)).read_bytes(),
+        headers={"Content-Type": "image/png"},
+    ).json()["id"]
     assert farm.wait_final([job], timeout=60)[job] == "succeeded", farm.log_tail()
 
     # 1. Every route of the URL map: /v1 ones refuse no key and a wrong key with 401.
-    settings = Settings(redis_url=farm.redis.url, api_keys_file=farm.keys_file,
-                        data_dir=tmp_path / "d")  # fmt: skip
+    settings = Settings(
+        redis_url=farm.redis.url, api_keys_file=farm.keys_file, data_dir=tmp_path / "d"
+    )
     app = create_app(settings, storage=make_storage(settings))
     for rule in app.url_map.iter_rules():
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
@@ -103,23 +108,37 @@ def test_auth_isolation_presigning_webhooks_and_secrets(
                 ("wrong key", {"Authorization": "Bearer rf_x"}),
                 ("not bearer", {"Authorization": f"Basic {farm.keys['acme']}"}),
             ):
-                answer = farm.call(method, path, tenant=None, headers=headers, timeout=10,
-                                   stream=True)  # fmt: skip
+                answer = farm.call(
+                    method, path, tenant=None, headers=headers, timeout=10, stream=True
+                )
                 answer.close()
                 if public:
-                    check("auth", answer.status_code not in (401, 403) and answer.status_code
-                          < 500, f"{method} {path} with {label}: {answer.status_code}")  # fmt: skip
+                    check(
+                        "auth",
+                        answer.status_code not in (401, 403) and answer.status_code < 500,
+                        f"{method} {path} with {label}: {answer.status_code}",
+                    )
                 else:
-                    check("auth", answer.status_code == 401,
-                          f"{method} {path} with {label}: {answer.status_code}")  # fmt: skip
+                    check(
+                        "auth",
+                        answer.status_code == 401,
+                        f"{method} {path} with {label}: {answer.status_code}",
+                    )
 
     # 2. Tenant isolation: another tenant's job answers exactly what an unknown id does.
-    for method, suffix in (("GET", ""), ("GET", "/result"), ("GET", "/events"),
-                           ("DELETE", ""), ("DELETE", "?purge=true")):  # fmt: skip
+    for method, suffix in (
+        ("GET", ""),
+        ("GET", "/result"),
+        ("GET", "/events"),
+        ("DELETE", ""),
+        ("DELETE", "?purge=true"),
+    ):
         theirs = farm.call(method, f"/v1/jobs/{job}{suffix}", tenant="globex")
         unknown = farm.call(method, f"/v1/jobs/{UNKNOWN_JOB}{suffix}", tenant="globex")
-        same = (theirs.status_code == unknown.status_code == 404
-                and theirs.json()["error"]["code"] == unknown.json()["error"]["code"])  # fmt: skip
+        same = (
+            theirs.status_code == unknown.status_code == 404
+            and theirs.json()["error"]["code"] == unknown.json()["error"]["code"]
+        )
         check("tenants", same, f"{method} {suffix}: {theirs.status_code} {theirs.text[:100]}")
     listed = farm.call("GET", "/v1/jobs", tenant="globex").json()["jobs"]
     check("tenants", job not in {j["id"] for j in listed}, "listed another tenant's job")
@@ -128,16 +147,23 @@ def test_auth_isolation_presigning_webhooks_and_secrets(
     theirs = farm.call("POST", "/v1/jobs", tenant="globex", json=spec)
     spec["regions"][0]["mask"] = "asset:" + "0" * 64
     unknown = farm.call("POST", "/v1/jobs", tenant="globex", json=spec)
-    check("tenants", theirs.status_code == unknown.status_code == 422
-          and theirs.json()["error"]["details"][0]["loc"]
-          == unknown.json()["error"]["details"][0]["loc"], f"asset: {theirs.text[:200]}")  # fmt: skip
+    check(
+        "tenants",
+        theirs.status_code == unknown.status_code == 422
+        and theirs.json()["error"]["details"][0]["loc"]
+        == unknown.json()["error"]["details"][0]["loc"],
+        f"asset: {theirs.text[:200]}",
+    )
     spec["regions"][0]["mask"] = asset
     check("tenants", farm.call("POST", "/v1/jobs", json=spec).status_code == 202, "own asset")
     same_key = {"Idempotency-Key": "shared-key"}
     a = farm.call("POST", "/v1/jobs", tenant="acme", json=spec_factory(seed=3), headers=same_key)
     b = farm.call("POST", "/v1/jobs", tenant="globex", json=spec_factory(seed=3), headers=same_key)
-    check("tenants", a.status_code == b.status_code == 202 and a.json()["id"] != b.json()["id"],
-          "an idempotency key is shared across tenants")  # fmt: skip
+    check(
+        "tenants",
+        a.status_code == b.status_code == 202 and a.json()["id"] != b.json()["id"],
+        "an idempotency key is shared across tenants",
+    )
 
     # 3. Presigned URLs: signed at every call with an expiry, refused once it is over.
     result = farm.call("GET", f"/v1/jobs/{job}/result")
@@ -150,8 +176,11 @@ def test_auth_isolation_presigning_webhooks_and_secrets(
     time.sleep(1.1)
     again = farm.call("GET", f"/v1/jobs/{job}/result").headers.get("Location", "")
     dates = [re.search(r"X-Amz-Date=(\d{8}T\d{6})Z", u) for u in (location, again)]
-    check("presign", all(dates) and dates[0][1] != dates[1][1] and location != again,
-          "the result URL is not signed afresh at each call")  # fmt: skip
+    check(
+        "presign",
+        all(dates) and dates[0][1] != dates[1][1] and location != again,
+        "the result URL is not signed afresh at each call",
+    )
     signed = time.mktime(time.strptime(dates[1][1], "%Y%m%dT%H%M%S")) - time.timezone
     check("presign", abs(signed - time.time()) < 10, f"the URL is dated {dates[1][1]}")
 
@@ -189,7 +218,7 @@ def test_auth_isolation_presigning_webhooks_and_secrets(
             "zset": lambda k: farm.r.zrange(k, 0, -1),
             "list": lambda k: farm.r.lrange(k, 0, -1),
         }.get(kind, lambda k: "")(key_name)
-        texts[f"redis {key_name}"] = str(value)  # fmt: skip
+        texts[f"redis {key_name}"] = str(value)
     for page in farm.s3.get_paginator("list_objects_v2").paginate(Bucket=farm.bucket):
         for obj in page.get("Contents", []):
             if obj["Key"].endswith(".json"):
@@ -199,10 +228,14 @@ def test_auth_isolation_presigning_webhooks_and_secrets(
         for name, secret in secrets.items():
             check("secrets", secret not in text, f"the {name} is in {where}")
 
-    row = rel.Row("security: auth, tenants, presign, webhooks, secrets", sum(checks.values()),
-                  succeeded=sum(checks.values()) - len(problems),
-                  errors_5xx=farm.counted.errors_5xx, seconds=time.monotonic() - started,
-                  notes=", ".join(f"{k} {v}" for k, v in sorted(checks.items())))  # fmt: skip
+    row = rel.Row(
+        "security: auth, tenants, presign, webhooks, secrets",
+        sum(checks.values()),
+        succeeded=sum(checks.values()) - len(problems),
+        errors_5xx=farm.counted.errors_5xx,
+        seconds=time.monotonic() - started,
+        notes=", ".join(f"{k} {v}" for k, v in sorted(checks.items())),
+    )
     row.failed.update(Counter(p.split(":")[0] for p in problems))
     record_row(row)
     assert problems == [], "\n".join(problems)

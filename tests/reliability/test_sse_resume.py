@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from cli.client import SseCursor, iter_sse
-from farm.records import events_key
+from farm.redis_keys import events_key
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(600)]
 

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 import requests
 
+from farm import redis_keys
+
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(600)]
 
 UNSERVED_MODEL = "sd15-lcm"
@@ -65,8 +67,12 @@ def _watch(farm: Any, spec: dict[str, Any]) -> str | None:
     job_id = farm.submit(spec, tenant="globex")
     if job_id is None:
         return None
-    answer = requests.get(f"{farm.url}/v1/jobs/{job_id}/events", headers=farm.headers("globex"),
-                          stream=True, timeout=60)  # fmt: skip
+    answer = requests.get(
+        f"{farm.url}/v1/jobs/{job_id}/events",
+        headers=farm.headers("globex"),
+        stream=True,
+        timeout=60,
+    )
     farm.counted.note("GET", "/v1/jobs/<id>/events", answer)
     if answer.status_code != 200:
         return f"stream answered {answer.status_code}"
@@ -100,7 +106,7 @@ def test_stream_flood_from_one_tenant(make_farm, spec_factory, record_row, rel):
             dropped = cap // 2
             flood.drop(dropped)
             deadline = time.monotonic() + 10
-            while farm.r.zcard("rf:tenant:acme:streams") > cap - dropped:
+            while farm.r.zcard(redis_keys.streams_key("acme")) > cap - dropped:
                 assert time.monotonic() < deadline, "dropped streams kept their slots"
                 time.sleep(0.05)
             for future in [flooders.submit(flood.ask) for _ in range(dropped + 5)]:
@@ -110,16 +116,18 @@ def test_stream_flood_from_one_tenant(make_farm, spec_factory, record_row, rel):
         flood.close()
     again = flood.answers - first
 
-    ids = farm.r.zrange("rf:tenant:globex:jobs", 0, -1)
+    ids = farm.r.zrange(redis_keys.tenant_jobs_key("globex"), 0, -1)
     row = farm.tally("stream flood from one tenant", ids, started=started, tenant="globex")
     globex_ok = row.succeeded
     row.inputs += asked + dropped + 5
     row.succeeded += first[200] + again[200]
     row.failed["429 too_many_streams"] += first[429] + again[429]
-    row.notes = (f"acme asked for {asked} streams over a cap of {cap}: {first[200]} opened, "
-                 f"{first[429]} answered 429; it dropped {dropped} and asked for {dropped + 5}: "
-                 f"{again[200]} opened; meanwhile globex submitted {jobs} jobs and watched each "
-                 "to its end")  # fmt: skip
+    row.notes = (
+        f"acme asked for {asked} streams over a cap of {cap}: {first[200]} opened, "
+        f"{first[429]} answered 429; it dropped {dropped} and asked for {dropped + 5}: "
+        f"{again[200]} opened; meanwhile globex submitted {jobs} jobs and watched each "
+        "to its end"
+    )
     record_row(row)
     assert statuses == ["succeeded"] * jobs, (statuses, farm.log_tail())
     assert globex_ok == jobs, row

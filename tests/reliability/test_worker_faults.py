@@ -1,5 +1,6 @@
 """Worker faults: kill -9 mid-render at random points, SIGTERM mid-render (warm shutdown), poison
-jobs, and a worker whose model fails to load. Every accepted job is counted at the end."""
+jobs, and a worker whose model fails to load. Every accepted job is counted at the end. The
+workers are tests/harness/stand_in_worker.py's: its prompts make the poison jobs."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+
+from farm import redis_keys
+from tests.harness.stand_in_worker import CRASH, RAISE
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(1200)]
 
@@ -29,8 +33,8 @@ def _rendering(farm, before_step: int = 5) -> list[tuple[int, str]]:
     fail worker_lost)."""
     pids = {w["name"]: w["info"]["pid"] for w in farm.live() if _alive(w["info"]["pid"])}
     found = []
-    for job_id in farm.r.smembers("rf:active:running"):
-        rec = farm.r.hmget(f"rf:job:{job_id}", "worker", "attempts", "progress")
+    for job_id in farm.r.smembers(redis_keys.active_key("running")):
+        rec = farm.r.hmget(redis_keys.job_key(job_id), "worker", "attempts", "progress")
         worker, attempts, progress = rec
         step = json.loads(progress)["step"] if progress else None
         if worker in pids and int(attempts or 0) < 2 and step and step < before_step:
@@ -65,8 +69,14 @@ def test_kill_9_mid_render_at_random_points(make_farm, spec_factory, record_row,
         killed_jobs.add(job_id)
         farm.wait_live(2, timeout=120)  # the supervisor starts a new process (with backoff)
     farm.wait_final(ids, timeout=rel.pick(240, 900))
-    row = record_row(farm.tally(f"worker kill -9 mid-render x{kills}", ids, started=started,
-                                notes=f"{kills} kill -9 events over 2 workers"))  # fmt: skip
+    row = record_row(
+        farm.tally(
+            f"worker kill -9 mid-render x{kills}",
+            ids,
+            started=started,
+            notes=f"{kills} kill -9 events over 2 workers",
+        )
+    )
     attempts = [farm.job(j)[1]["attempts"] for j in killed_jobs]
     assert kills == kills_wanted, f"only {kills} kills in the time allowed"
     assert (row.lost, row.duplicated, row.errors_5xx) == (0, 0, 0), row
@@ -81,7 +91,7 @@ def test_sigterm_mid_render_lets_the_job_finish(make_farm, spec_factory, record_
     supervisor = farm.worker_procs[0]
     ids = [farm.submit(spec_factory(seed=i)) for i in range(rel.pick(4, 10))]
     deadline = time.monotonic() + 60
-    while not farm.r.hget(f"rf:job:{ids[0]}", "progress"):
+    while not farm.r.hget(redis_keys.job_key(ids[0]), "progress"):
         assert time.monotonic() < deadline, farm.log_tail()
         time.sleep(0.05)
     os.kill(supervisor.pid, signal.SIGTERM)  # a deployment's stop: Celery's warm shutdown
@@ -92,8 +102,7 @@ def test_sigterm_mid_render_lets_the_job_finish(make_farm, spec_factory, record_
     assert all(s == "queued" for s in rest.values()), rest  # the others wait for a worker
     farm.start_workers(1)
     farm.wait_final(ids, timeout=120)
-    row = record_row(farm.tally("worker SIGTERM mid-render (warm shutdown)", ids,
-                                started=started))  # fmt: skip
+    row = record_row(farm.tally("worker SIGTERM mid-render (warm shutdown)", ids, started=started))
     assert (row.lost, row.duplicated, row.errors_5xx) == (0, 0, 0), row
     assert row.succeeded == len(ids), row
     assert all(farm.job(j)[1]["attempts"] == 1 for j in ids)
@@ -105,19 +114,22 @@ def test_poison_jobs_fail_with_their_code_and_the_rest_succeed(
     farm = make_farm(step_ms=50)
     started = time.monotonic()
     # Queued before any worker runs, so the tampered record is what a worker finds.
-    crash = [farm.submit(spec_factory(seed=900 + i, background={"prompt": "rf-test:crash"}))
-             for i in range(rel.pick(1, 2))]  # fmt: skip
-    raising = [farm.submit(spec_factory(seed=910, background={"prompt": "rf-test:raise"}))]
+    crash = [
+        farm.submit(spec_factory(seed=900 + i, background={"prompt": CRASH}))
+        for i in range(rel.pick(1, 2))
+    ]
+    raising = [farm.submit(spec_factory(seed=910, background={"prompt": RAISE}))]
     tampered = [farm.submit(spec_factory(seed=920))]
-    spec = json.loads(farm.r.hget(f"rf:job:{tampered[0]}", "spec"))
+    spec = json.loads(farm.r.hget(redis_keys.job_key(tampered[0]), "spec"))
     spec["width"] = 1_000_000  # a record changed behind the API's back
-    farm.r.hset(f"rf:job:{tampered[0]}", "spec", json.dumps(spec))
+    farm.r.hset(redis_keys.job_key(tampered[0]), "spec", json.dumps(spec))
     good = [farm.submit(spec_factory(seed=i)) for i in range(rel.pick(10, 30))]
     ids = crash + raising + tampered + good
     farm.start_workers(2)
     farm.wait_final(ids, timeout=rel.pick(240, 400))
-    row = record_row(farm.tally("poison jobs (crash, raise, tampered record)", ids,
-                                started=started))  # fmt: skip
+    row = record_row(
+        farm.tally("poison jobs (crash, raise, tampered record)", ids, started=started)
+    )
     assert (row.lost, row.duplicated, row.errors_5xx) == (0, 0, 0), row
     assert row.succeeded == len(good), row
     assert row.failed == {"worker_lost": len(crash), "internal": 1, "invalid_spec": 1}, row
@@ -138,8 +150,9 @@ def test_worker_whose_model_fails_to_load_takes_no_jobs(
     good.pop("name", None)
     broken = tmp_path / "broken-models.toml"
     entry = {**good, "source": str(tmp_path / "no-such-model")}
-    broken.write_text(f"[models.{rel.MODEL}]\n" + "".join(
-        f"{k} = {json.dumps(v)}\n" for k, v in entry.items()))  # fmt: skip
+    broken.write_text(
+        f"[models.{rel.MODEL}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in entry.items())
+    )
     farm.start_workers(1, env={"REGIONFARM_MODELS_FILE": str(broken)}, wait=False)
     ids = [farm.submit(spec_factory(seed=i)) for i in range(rel.pick(6, 20))]
     code = farm.worker_procs[0].wait(120)  # the supervisor retires it and gives up

@@ -17,7 +17,13 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_packaged_file_has_exactly_the_four_models():
     models = load_models()
-    assert list(models) == ["sd15-lcm", "tiny-random", "sdxl-lightning", "tiny-random-xl"]
+    assert list(models) == [
+        "sd15-lcm",
+        "tiny-random",
+        "sdxl-lightning",
+        "tiny-random-xl",
+        "toy",
+    ]
     sd15 = models["sd15-lcm"]
     assert sd15.source == "stable-diffusion-v1-5/stable-diffusion-v1-5"
     assert (sd15.family, sd15.lora) == ("sd15", "latent-consistency/lcm-lora-sdv1-5")

@@ -1,4 +1,4 @@
-"""The page in a real browser: `regionfarm up` on `tiny-random` with an API key, and Debian's
+"""The page in a real browser: `regionfarm up` on `toy` with an API key, and Debian's
 headless chromium driven by Selenium through chromedriver (never a downloaded browser)."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from farm.keys import add_key
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent / "regionfarm"
-MODEL = "tiny-random"
+MODEL = "toy"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 ARTIFACTS = ROOT / "test-artifacts" / "web"
@@ -80,10 +80,22 @@ def farm(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterato
     log = data / "up.log"
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [str(BIN), "up", "--data-dir", str(data), "--port", str(port), "--workers", "1",
-             "--model", MODEL],
-            env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                str(BIN),
+                "up",
+                "--data-dir",
+                str(data),
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+                "--model",
+                MODEL,
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     handle = Farm(f"http://127.0.0.1:{port}", key, log, proc)
     try:
         _wait_for_worker(handle)
@@ -98,7 +110,7 @@ def farm(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterato
 
 
 def _wait_for_worker(farm: Farm) -> None:
-    """Until the API answers and a `tiny-random` worker is live."""
+    """Until the API answers and a `toy` worker is live."""
     deadline = time.monotonic() + FARM_START_S
     while time.monotonic() < deadline:
         assert farm.proc.poll() is None, f"regionfarm up exited:\n{farm.log_tail()}"
@@ -140,8 +152,14 @@ def driver(downloads: Path) -> Iterator[Any]:
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                f"--window-size={WINDOW[0]},{WINDOW[1]}", "--lang=en-US"):  # fmt: skip
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        f"--window-size={WINDOW[0]},{WINDOW[1]}",
+        "--lang=en-US",
+    ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     browser = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
@@ -152,6 +170,14 @@ def driver(downloads: Path) -> Iterator[Any]:
         yield browser
     finally:
         browser.quit()
+
+
+# Every job card has ended; a succeeded one has its image, so its end has been announced.
+QUIET_QUEUE = """
+return [...document.querySelectorAll("li.job")].every((li) =>
+  li.dataset.status === "failed" || li.dataset.status === "canceled" ||
+  (li.dataset.status === "succeeded" && !li.querySelector(".job-download").hidden));
+"""
 
 
 class Page:
@@ -188,17 +214,24 @@ class Page:
     def open(self) -> None:
         """Load the page and type the API key, as a user would."""
         self.driver.get(self.farm.base + "/")
-        self.wait(lambda: self.driver.execute_script("return document.body.dataset.ready"),
-                  "the page is ready")  # fmt: skip
+        self.wait(
+            lambda: self.driver.execute_script("return document.body.dataset.ready"),
+            "the page is ready",
+        )
         field = self.by_id("api-key")
         field.clear()
         field.send_keys(self.farm.key)
         self.by_id("key-form").find_element("css selector", "button[type=submit]").click()
         # The models list answers only with a good key; the live model is then chosen.
-        self.wait(lambda: self.by_id("model").get_attribute("value") == MODEL,
-                  f"{MODEL} is the chosen model")  # fmt: skip
+        self.wait(
+            lambda: self.by_id("model").get_attribute("value") == MODEL,
+            f"{MODEL} is the chosen model",
+        )
         assert not self.alert(), self.alert()
         self.wait(lambda: self.by_id("jobs").get_attribute("data-loaded"), "the job list")
+        # An earlier test's job that ends now would announce itself in the status line, over
+        # what this test reads there: start once every job shown has ended and been announced.
+        self.wait(lambda: self.driver.execute_script(QUIET_QUEUE), "earlier jobs have ended")
 
     def status(self) -> str:
         return self.by_id("status").text
@@ -230,9 +263,10 @@ class Page:
     def severe_console_errors(self) -> list[str]:
         """The browser console's errors, less the 401s of loading the page before the key."""
         return [
-            entry["message"] for entry in self.driver.get_log("browser")
+            entry["message"]
+            for entry in self.driver.get_log("browser")
             if entry["level"] == "SEVERE" and "401" not in entry["message"]
-        ]  # fmt: skip
+        ]
 
 
 @pytest.fixture

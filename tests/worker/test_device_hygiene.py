@@ -25,8 +25,8 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from schemas import normalize_spec, parse_spec
-from worker.render import job as job_module
 from worker.render import load_inputs, load_model, render_job
+from worker.render import smd as smd_module
 from worker.render.sampler import HOST_SYNCS_BEFORE_LOOP, HOST_SYNCS_PER_STEP
 
 from .test_render_kinds import rect_mask
@@ -168,7 +168,7 @@ def traced_render(model, spec, inputs, monkeypatch) -> TwoDevices:
     sampler's setup), `loop` (step k counted from 0 by the progress callback)."""
     modules = [m for m in model.pipe.components.values() if isinstance(m, Module)]
     mode = TwoDevices(modules)
-    sample = job_module.sample
+    sample = smd_module.sample
 
     def traced_sample(*args, **kwargs):
         mode.phase = "before loop"
@@ -185,7 +185,7 @@ def traced_render(model, spec, inputs, monkeypatch) -> TwoDevices:
     def on_step(step: int, total: int) -> None:
         mode.step = step
 
-    monkeypatch.setattr(job_module, "sample", traced_sample)
+    monkeypatch.setattr(smd_module, "sample", traced_sample)
     with mode:
         render_job(model, spec, inputs, on_step=on_step, should_cancel=should_cancel)
     return mode

@@ -1,4 +1,4 @@
-"""The engine's invariants (shared/design/algorithm.md section 7), on small tensors, no model."""
+"""The engine's invariants (docs/method.md, Tests), on small tensors, no model."""
 
 from __future__ import annotations
 

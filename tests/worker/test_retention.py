@@ -7,6 +7,7 @@ import time
 
 import redis
 
+from farm import redis_keys
 from farm.storage import LocalStorage, asset_key, job_object_key
 from worker.retention import sweep
 
@@ -28,12 +29,19 @@ def test_sweep_deletes_expired_results_and_unused_assets(tmp_path, redis_url):
     }
     for key in keys.values():
         storage.put_bytes(key, b"x", "image/png")
-    ages = {"old_image": 8 * DAY, "old_json": 8 * DAY, "new_image": 6 * DAY,
-            "unused_asset": 2 * DAY, "used_asset": 2 * DAY, "fresh_asset": 3600}  # fmt: skip
+    ages = {
+        "old_image": 8 * DAY,
+        "old_json": 8 * DAY,
+        "new_image": 6 * DAY,
+        "unused_asset": 2 * DAY,
+        "used_asset": 2 * DAY,
+        "fresh_asset": 3600,
+    }
     for name, age in ages.items():
         path = storage.local_path(keys[name])
         os.utime(path, (now - age, now - age))
-    client.hset(f"rf:asset:acme:{'b' * 64}", mapping={"ext": "png"})  # used in the last 24 h
+    used = redis_keys.asset_meta_key("acme", "b" * 64)
+    client.hset(used, mapping={"ext": "png"})  # used in the last 24 h
     deleted = sweep(storage, client, retention_days=7, now=now)
     assert deleted == {"results": 2, "assets": 1}
     left = {key for key, _ in storage.list_keys("rf")}

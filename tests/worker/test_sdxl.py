@@ -17,10 +17,11 @@ from worker.render import ModelUnavailable, load_model
 from worker.render.conditioning import Embeds, encode_prompts, pull_toward
 from worker.render.loading import make_scheduler
 from worker.render.schedule import build_schedule
-from worker.render.single_file import save_single_file, shipped_config_dir, to_original_layout
+from worker.render.single_file import shipped_config_dir
 from worker.render.tiles import tile_views
 from worker.render.tiny import builtin_path
 
+from .checkpoint_writer import save_single_file, to_original_layout
 from .conftest import renderer
 
 XL_PARTS = ("unet", "vae", "text_encoder", "text_encoder_2")
@@ -213,10 +214,14 @@ def test_fp16_sdxl_decodes_with_an_fp32_vae(model_cache):
 
 def test_the_baseline_method_is_refused_for_sdxl_models_naming_the_field(ctx):
     spec = parse_spec(
-        {"model": "tiny-random-xl", "kind": "image", "method": "multidiffusion",
-         "background": {"prompt": "x"}},
+        {
+            "model": "tiny-random-xl",
+            "kind": "image",
+            "method": "multidiffusion",
+            "background": {"prompt": "x"},
+        },
         ctx,
-    )  # fmt: skip
+    )
     with pytest.raises(SpecError) as info:
         normalize_spec(spec, ctx)
     assert info.value.details[0]["loc"] == ["method"]

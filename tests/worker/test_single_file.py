@@ -14,15 +14,11 @@ import torch
 
 from schemas import ModelEntry, normalize_spec, parse_spec
 from worker.render import ModelUnavailable, load_inputs, load_model, render_job
-from worker.render.single_file import (
-    find_config_dir,
-    find_tokenizer,
-    save_single_file,
-    shipped_config_dir,
-    to_original_layout,
-)
+from worker.render.single_file import find_config_dir, find_tokenizer, shipped_config_dir
 from worker.render.tiny import builtin_path
 from worker.render.tokenizer_vocab import ASSET_DIR as TOKENIZER_DIR
+
+from .checkpoint_writer import save_single_file, to_original_layout
 
 PARTS = ("unet", "vae", "text_encoder")
 
@@ -219,8 +215,10 @@ def test_shipped_configs_need_the_real_tokenizer(checkpoint, model_cache, tmp_pa
     # A tokenizer next to the checkpoint is found; the tiny one cannot serve the full-size
     # text encoder of the shipped configs.
     copy_configs(checkpoint.with_name("tiny.config") / "tokenizer", tmp_path / "tokenizer")
-    with pytest.raises(ModelUnavailable, match="has 758 tokens but the text encoder of the "
-                       "shipped sd15 configs has 49408"):  # fmt: skip
+    with pytest.raises(
+        ModelUnavailable,
+        match="has 758 tokens but the text encoder of the shipped sd15 configs has 49408",
+    ):
         load_model(entry(source=str(path)), device="cpu", cache_dir=model_cache)
 
 

@@ -2,8 +2,10 @@
 
 from .errors import InvalidJob, ModelUnavailable, RenderCanceled, RenderError
 from .imageio import encode_image
-from .job import JobInputs, RenderResult, load_inputs, render_job
+from .inputs import JobInputs, load_inputs
+from .job import render_job
 from .loading import LoadedModel, load_model
+from .result import RenderResult
 
 __all__ = [
     "InvalidJob",

@@ -17,11 +17,13 @@ from schemas.defaults import (
 )
 
 from . import vae as vae_ops
+from .background import background_case
 from .conditioning import encode_prompts
 from .defaults import LATENT_SCALE
 from .errors import InvalidJob, RenderCanceled
-from .job import JobInputs, RenderResult, _CallCounter, _pixels, _render_result, _to_image
+from .inputs import JobInputs, require_normalized
 from .loading import LoadedModel
+from .result import RenderResult, UNetCounter, finish_image, render_result
 from .sampler import CancelCheck, LatentCallback, StepCallback
 
 __all__ = [
@@ -35,7 +37,7 @@ __all__ = [
 
 # Reproduces diffusers' StableDiffusionPanoramaPipeline (kind `panorama`/`image`, view batch 1,
 # eta 0) and the original omerbt/MultiDiffusion region_based.py (kind `regions`): see
-# shared/design/algorithm.md sections 5 and 6. Where those are broken (uncovered edge columns,
+# docs/method.md, "The MultiDiffusion baseline". Where those are broken (uncovered edge columns,
 # tall wrapped panoramas) it does what they meant, and says so where it does.
 
 
@@ -128,12 +130,12 @@ class _Prompts:
 
 
 def _plan(spec: JobSpec, inputs: JobInputs, latent_size: tuple[int, int]) -> _Prompts:
+    """The prompts and masks of a spec, with its background case (`background_case`)."""
     H, W = spec.height, spec.width
-    bg = spec.background
     if spec.kind in ("image", "panorama"):
         return _Prompts(
-            prompts=[bg.prompt or ""],
-            negatives=[bg.negative_prompt or ""],
+            prompts=[spec.background.prompt or ""],
+            negatives=[spec.background.negative_prompt or ""],
             masks=torch.ones(1, 1, *latent_size),
             bootstrapped=[],
         )
@@ -147,27 +149,25 @@ def _plan(spec: JobSpec, inputs: JobInputs, latent_size: tuple[int, int]) -> _Pr
     prompts = [r.prompt for r in spec.regions]
     negatives = [r.negative_prompt for r in spec.regions]
     every = list(range(len(prompts)))
-    fixed = None
-    if inputs.background is not None:
-        fixed = _pixels(inputs.background)
-    elif bg is not None and bg.prompt:
+    # The baseline's prompts take no prompt-strength pull: a fixed background's prompt (its
+    # own, or the white one when none is given) goes unused.
+    background = background_case(spec, inputs, unclaimed=bool((bg_mask > 0).any()))
+    if background.is_region:
         # The background prompt is row 0 and is not bootstrapped, as in the original.
         return _Prompts(
-            prompts=[bg.prompt] + prompts,
-            negatives=[bg.negative_prompt or ""] + negatives,
+            prompts=[background.prompt] + prompts,
+            negatives=[background.negative] + negatives,
             masks=torch.cat([bg_mask, fg]),
             bootstrapped=[k + 1 for k in every],
         )
-    elif bool((bg_mask > 0).any()):
-        fixed = torch.ones(1, 3, H, W)  # no background given: plain white, as the engine
-    if fixed is None:
+    if background.pixels is None:
         return _Prompts(prompts=prompts, negatives=negatives, masks=fg, bootstrapped=every)
     return _Prompts(
         prompts=prompts,
         negatives=negatives,
         masks=fg,
         bootstrapped=every,
-        fixed_pixels=fixed,
+        fixed_pixels=background.pixels,
         cover=1 - bg_mask,
         pixel_alpha=pixel.sum(dim=0, keepdim=True).clamp(0, 1),
     )
@@ -219,6 +219,44 @@ def _color_latents(vae, count: int, generator: torch.Generator, native_size: int
     return torch.cat(latents).to(device, dtype)
 
 
+@dataclass
+class _Job:
+    """What the baseline's steps share: sizes, DDIM settings, views, prompts and masks."""
+
+    latent_size: tuple[int, int]
+    steps: int
+    guidance: float
+    views: list[BaselineView]
+    wrap: bool
+    prompts: _Prompts
+    scheduler: object  # the job's own DDIMScheduler, its timesteps set
+    dtype: torch.dtype
+
+    @property
+    def do_cfg(self) -> bool:
+        return self.guidance > 1.0  # diffusers' rule: guidance 1 or less is one conditional pass
+
+
+@dataclass
+class _Text:
+    embeds: torch.Tensor | None  # (uncond then) cond rows of every prompt; None: no prompt
+    timestep_cond: torch.Tensor | None  # guidance-distilled UNets only
+
+
+@dataclass
+class _Start:
+    """The canvas before the first step, and what the loop mixes into it."""
+
+    latents: torch.Tensor
+    noise: torch.Tensor  # the initial noise, which re-noises the bootstrap backgrounds
+    generator: torch.Generator  # the seed's, drawn on in the loop for bootstrap colours
+    colors: torch.Tensor | None  # bootstrap colour latents (the first bootstrap_steps)
+    boot_steps: int
+    masks: torch.Tensor
+    fixed: torch.Tensor | None  # the fixed background's latent
+    cover: torch.Tensor | None  # where the regions own the latent
+
+
 @torch.no_grad()
 def render_baseline(
     model: LoadedModel,
@@ -235,21 +273,37 @@ def render_baseline(
     full-canvas decode with the model's full VAE. Null steps / guidance take the baseline's
     defaults (50, 7.5). UNet calls: one per view and step, carrying 2 latents per prompt
     (1 without guidance), uncond and cond in one batch as diffusers does."""
-    from diffusers import DDIMScheduler
-    from diffusers.utils.torch_utils import randn_tensor
-
-    for name in ("width", "height", "seed"):
-        if getattr(spec, name) is None:
-            raise InvalidJob(f"{name} is not set: normalize the spec before rendering")
+    require_normalized(spec, ("width", "height", "seed"))
     if model.family != "sd15":
         raise InvalidJob(
             f"method: multidiffusion (the baseline) runs on sd15 models; {model.name} is "
             f"{model.family}: use method streammultidiffusion or an sd15 model"
         )
     t_start = time.perf_counter()
-    pipe, device = model.pipe, model.device
-    H, W = spec.height, spec.width
-    h, w = H // LATENT_SCALE, W // LATENT_SCALE
+    job = _job(model, spec, inputs)
+
+    t_text = time.perf_counter()
+    text = _encode_text(model, job)
+    text_seconds = time.perf_counter() - t_text
+
+    start = _start(model, spec, job)
+    calls = UNetCounter(model.pipe.unet)
+    t_denoise = time.perf_counter()
+    latents = _denoise(calls, job, text, start, on_step, should_cancel, on_latent)
+    denoise_seconds = time.perf_counter() - t_denoise
+
+    t_decode = time.perf_counter()
+    image = _decode(model, job, latents)
+    seconds = (text_seconds, denoise_seconds, time.perf_counter() - t_decode)
+    warnings = list(inputs.warnings) + _ignored_controls(spec)
+    return render_result(spec, image, t_start, seconds, warnings, calls)
+
+
+def _job(model: LoadedModel, spec: JobSpec, inputs: JobInputs) -> _Job:
+    from diffusers import DDIMScheduler
+
+    pipe = model.pipe
+    h, w = spec.height // LATENT_SCALE, spec.width // LATENT_SCALE
     steps = spec.steps if spec.steps is not None else MULTIDIFFUSION_DEFAULT_STEPS
     guidance = float(
         spec.guidance_scale
@@ -258,44 +312,58 @@ def render_baseline(
     )
     window, stride = baseline_window(spec)
     wrap = spec.wrap == "horizontal"
-    views = baseline_views(h, w, window, stride, wrap=wrap)
-    plan = _plan(spec, inputs, (h, w))
-
     # A scheduler of the job's own: diffusers schedulers keep state (set_timesteps), and the
     # shared pipe's is the LCM one that StreamMultiDiffusion renders with. A DDIM step is a
     # pure function of (eps, t, x) once the timesteps are set, so one scheduler serves every
     # view: diffusers' per-view snapshots of the scheduler's __dict__ change nothing for it.
     scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-    scheduler.set_timesteps(steps, device=device)
+    scheduler.set_timesteps(steps, device=model.device)
+    return _Job(
+        latent_size=(h, w),
+        steps=steps,
+        guidance=guidance,
+        views=baseline_views(h, w, window, stride, wrap=wrap),
+        wrap=wrap,
+        prompts=_plan(spec, inputs, (h, w)),
+        scheduler=scheduler,
+        # diffusers keeps the latents in the prompt embeddings' dtype, the text encoder's.
+        dtype=pipe.text_encoder.dtype,
+    )
 
-    t_text = time.perf_counter()
-    do_cfg = guidance > 1.0  # diffusers' rule: guidance 1 or less is one conditional pass
-    # diffusers keeps the latents in the prompt embeddings' dtype, the text encoder's.
-    dtype = pipe.text_encoder.dtype
+
+def _encode_text(model: LoadedModel, job: _Job) -> _Text:
+    pipe, device, dtype = model.pipe, model.device, job.dtype
     embeds = None
-    if plan.prompts:
-        embeds = encode_prompts(pipe, plan.prompts).hidden
-        if do_cfg:
-            embeds = torch.cat([encode_prompts(pipe, plan.negatives).hidden, embeds])
+    if job.prompts.prompts:
+        embeds = encode_prompts(pipe, job.prompts.prompts).hidden
+        if job.do_cfg:
+            embeds = torch.cat([encode_prompts(pipe, job.prompts.negatives).hidden, embeds])
         embeds = embeds.to(device, dtype)
     timestep_cond = None
     if pipe.unet.config.time_cond_proj_dim is not None:  # guidance-distilled UNets, as diffusers
         timestep_cond = pipe.get_guidance_scale_embedding(
-            torch.tensor(guidance - 1).repeat(1), embedding_dim=pipe.unet.config.time_cond_proj_dim
+            torch.tensor(job.guidance - 1).repeat(1),
+            embedding_dim=pipe.unet.config.time_cond_proj_dim,
         ).to(device=device, dtype=dtype)
-    text_seconds = time.perf_counter() - t_text
+    return _Text(embeds, timestep_cond)
 
+
+def _start(model: LoadedModel, spec: JobSpec, job: _Job) -> _Start:
+    """The initial latents, bootstrap colours and fixed background, drawing on the seed's
+    generator in the original's order (the latents first, then the colours)."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    pipe, device, dtype, plan = model.pipe, model.device, job.dtype, job.prompts
     # The first draw of the seed's CPU generator, exactly as the panorama pipeline's
     # prepare_latents draws it (shape, dtype, then moved to the device).
     generator = torch.Generator("cpu").manual_seed(int(spec.seed))
-    channels = pipe.unet.config.in_channels
-    latents = randn_tensor((1, channels, h, w), generator=generator, device=device, dtype=dtype)
-    latents = latents * scheduler.init_noise_sigma
+    shape = (1, pipe.unet.config.in_channels, *job.latent_size)
+    latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+    latents = latents * job.scheduler.init_noise_sigma
     noise = latents.clone()  # the original noises its bootstrap backgrounds with this, each step
 
     vae = pipe.vae  # the full VAE, as the original and diffusers (never the tiny one)
-    masks = plan.masks.to(device, dtype)
-    boot_steps = min(spec.bootstrap_steps, steps) if plan.bootstrapped else 0
+    boot_steps = min(spec.bootstrap_steps, job.steps) if plan.bootstrapped else 0
     colors = None
     if boot_steps:
         # The original draws as many colours as bootstrapping steps, and per view and step a
@@ -307,38 +375,55 @@ def render_baseline(
         # step's level outside the regions (the original has no such case).
         fixed = vae_ops.encode(vae, plan.fixed_pixels).to(device, dtype)
         cover = plan.cover.to(device, dtype)
-        start = float(scheduler.alphas_cumprod[int(scheduler.timesteps[0])])
-        latents = cover * latents + (1 - cover) * _noised(fixed, noise, start)
+        first = float(job.scheduler.alphas_cumprod[int(job.scheduler.timesteps[0])])
+        latents = cover * latents + (1 - cover) * _noised(fixed, noise, first)
+    return _Start(
+        latents=latents,
+        noise=noise,
+        generator=generator,
+        colors=colors,
+        boot_steps=boot_steps,
+        masks=plan.masks.to(device, dtype),
+        fixed=fixed,
+        cover=cover,
+    )
 
-    calls = _CallCounter(pipe.unet)
+
+def _denoise(
+    calls: UNetCounter,
+    job: _Job,
+    text: _Text,
+    start: _Start,
+    on_step: StepCallback | None,
+    should_cancel: CancelCheck | None,
+    on_latent: LatentCallback | None,
+) -> torch.Tensor:
+    """The DDIM loop: per step, every view's DDIM output averaged into the canvas (Eq. 5)."""
+    scheduler, latents, masks = job.scheduler, start.latents, start.masks
+    fixed, cover, noise = start.fixed, start.cover, start.noise
     value = torch.zeros_like(latents)
-    count = torch.zeros(1, 1, h, w, device=device, dtype=dtype)
+    count = torch.zeros(1, 1, *job.latent_size, device=latents.device, dtype=latents.dtype)
     clean = torch.zeros_like(latents) if on_latent is not None else None
     total = len(scheduler.timesteps)
-    t_denoise = time.perf_counter()
     for i, t in enumerate(scheduler.timesteps):
         value.zero_()
         count.zero_()
         if clean is not None:
             clean.zero_()
-        for view in views if embeds is not None else ():
+        for view in job.views if text.embeds is not None else ():
             _check_cancel(should_cancel)
             m = view.take(masks)
             x = view.take(latents).repeat(len(m), 1, 1, 1)
-            if i < boot_steps:
-                rows = plan.bootstrapped
-                pick = torch.randint(0, len(colors), (len(rows),), generator=generator)
-                bg = colors[pick.to(device)].expand(-1, -1, *x.shape[-2:])
-                bg = scheduler.add_noise(bg, view.take(noise).expand_as(bg), t)
-                x[rows] = x[rows] * m[rows] + bg * (1 - m[rows])
-            model_input = torch.cat([x, x]) if do_cfg else x
+            if i < start.boot_steps:
+                x = _bootstrap(x, m, view, t, job, start)
+            model_input = torch.cat([x, x]) if job.do_cfg else x
             model_input = scheduler.scale_model_input(model_input, t)
             eps = calls(
-                model_input, t, encoder_hidden_states=embeds, timestep_cond=timestep_cond
+                model_input, t, encoder_hidden_states=text.embeds, timestep_cond=text.timestep_cond
             ).sample
-            if do_cfg:
+            if job.do_cfg:
                 eps_uncond, eps_cond = eps.chunk(2)
-                eps = eps_uncond + guidance * (eps_cond - eps_uncond)
+                eps = eps_uncond + job.guidance * (eps_cond - eps_uncond)
             out = scheduler.step(eps, t, x, eta=0.0)
             # Uniform weights for one prompt (x * 1 and a sum over one row are exact, so this
             # is diffusers' `value += view; count += 1`), the masks for regions (Eq. 5).
@@ -357,21 +442,28 @@ def render_baseline(
             on_latent(i + 1, preview)
         if on_step is not None:
             on_step(i + 1, total)
-    denoise_seconds = time.perf_counter() - t_denoise
+    return latents
 
-    t_decode = time.perf_counter()
-    # One decode of the whole canvas, as diffusers; with wrap its 8-column circular padding.
-    if wrap:
+
+def _bootstrap(x, m, view: BaselineView, t, job: _Job, start: _Start) -> torch.Tensor:
+    """The bootstrapped rows of a view's latents outside their masks: a random constant
+    colour per row, noised to step t with the initial noise (the original's bootstrapping)."""
+    rows = job.prompts.bootstrapped
+    pick = torch.randint(0, len(start.colors), (len(rows),), generator=start.generator)
+    bg = start.colors[pick.to(x.device)].expand(-1, -1, *x.shape[-2:])
+    bg = job.scheduler.add_noise(bg, view.take(start.noise).expand_as(bg), t)
+    x[rows] = x[rows] * m[rows] + bg * (1 - m[rows])
+    return x
+
+
+def _decode(model: LoadedModel, job: _Job, latents: torch.Tensor):
+    """One decode of the whole canvas, as diffusers; with wrap its 8-column circular padding."""
+    vae = model.pipe.vae
+    if job.wrap:
         pixels = vae_ops.decode_wrapped(vae, latents).cpu()
     else:
         pixels = vae_ops.decode(vae, latents).cpu()
-    if plan.fixed_pixels is not None:
-        alpha = plan.pixel_alpha
-        pixels = alpha * pixels + (1 - alpha) * plan.fixed_pixels
-    image = _to_image(pixels)
-    seconds = (text_seconds, denoise_seconds, time.perf_counter() - t_decode)
-    warnings = list(inputs.warnings) + _ignored_controls(spec)
-    return _render_result(spec, image, t_start, seconds, warnings, calls)
+    return finish_image(pixels, job.prompts.fixed_pixels, job.prompts.pixel_alpha)
 
 
 def diffusers_panorama_pipeline(model: LoadedModel):

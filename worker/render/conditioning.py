@@ -46,28 +46,36 @@ def _tokens(tokenizer, prompts: Sequence[str]) -> torch.Tensor:
     ).input_ids
 
 
-@torch.no_grad()
-def encode_prompts(pipe, prompts: Sequence[str], *, negative: bool = False) -> Embeds:
-    """Every prompt, negative ones too, truncated to the encoders' token limit (the reference
-    left negatives untruncated and broke on long ones). Identical prompts are encoded once.
+def embed(pipe, prompts: Sequence[str]) -> Embeds:
+    """The prompts' embeddings as the UNet sees them, with gradients (training uses this).
 
     SD1.5: the CLIP encoder's last hidden states. SDXL, as its pipeline does: both encoders'
-    penultimate hidden states side by side, and the second encoder's projected pooled output;
-    an empty negative prompt gives zeros when the model asks for it
+    penultimate hidden states side by side, and the second encoder's projected pooled output."""
+    if getattr(pipe, "text_encoder_2", None) is None:
+        device = pipe.text_encoder.device
+        return Embeds(pipe.text_encoder(_tokens(pipe.tokenizer, prompts).to(device))[0])
+    hiddens, pooled = [], None
+    for tokenizer, encoder in (
+        (pipe.tokenizer, pipe.text_encoder),
+        (pipe.tokenizer_2, pipe.text_encoder_2),
+    ):
+        out = encoder(_tokens(tokenizer, prompts).to(encoder.device), output_hidden_states=True)
+        hiddens.append(out.hidden_states[-2])
+        pooled = out[0]  # the second encoder's (projected) pooled output
+    return Embeds(torch.cat(hiddens, dim=-1), pooled)
+
+
+@torch.no_grad()
+def encode_prompts(pipe, prompts: Sequence[str], *, negative: bool = False) -> Embeds:
+    """Every prompt embedded (see `embed`), negative ones too, truncated to the encoders' token
+    limit (the reference left negatives untruncated and broke on long ones). Identical prompts
+    are encoded once. For SDXL an empty negative prompt gives zeros when the model asks for it
     (`force_zeros_for_empty_prompt`)."""
     unique = list(dict.fromkeys(prompts))
     index = [unique.index(p) for p in prompts]
-    if getattr(pipe, "text_encoder_2", None) is None:
-        device = pipe.text_encoder.device
-        hidden = pipe.text_encoder(_tokens(pipe.tokenizer, unique).to(device))[0]
-        return Embeds(hidden[index])
-    hiddens, pooled = [], None
-    for tokenizer, encoder in ((pipe.tokenizer, pipe.text_encoder),
-                               (pipe.tokenizer_2, pipe.text_encoder_2)):  # fmt: skip
-        out = encoder(_tokens(tokenizer, unique).to(encoder.device), output_hidden_states=True)
-        hiddens.append(out.hidden_states[-2])
-        pooled = out[0]  # the second encoder's (projected) pooled output
-    embeds = Embeds(torch.cat(hiddens, dim=-1), pooled)
+    embeds = embed(pipe, unique)
+    if embeds.pooled is None:
+        return embeds[index]
     if negative and getattr(pipe.config, "force_zeros_for_empty_prompt", False):
         for k, prompt in enumerate(unique):
             if not prompt:

@@ -1,4 +1,4 @@
-"""Named constants of the render engine, with their units (see shared/design/algorithm.md)."""
+"""Named constants of the render engine, with their units (see docs/method.md)."""
 
 from __future__ import annotations
 

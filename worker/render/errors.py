@@ -25,3 +25,15 @@ class RenderCanceled(RenderError):
     """The render was stopped between two steps because its cancel check said so."""
 
     code = "canceled"
+
+
+class InvalidAsset(RenderError):
+    """An asset the job refers to cannot be used: gone from the farm (assets expire) or not an
+    image. `ref` is the reference as the spec holds it (``asset:<id>``), so that the caller can
+    name the field; the message says the fix."""
+
+    code = "invalid_asset"
+
+    def __init__(self, ref: str, message: str) -> None:
+        super().__init__(message)
+        self.ref, self.message = ref, message

@@ -6,9 +6,7 @@ import io
 
 from PIL import Image
 
-SUFFIXES = {".png": "png", ".webp": "webp", ".jpg": "jpeg", ".jpeg": "jpeg"}
-EXTENSIONS = {"png": "png", "webp": "webp", "jpeg": "jpg"}
-CONTENT_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
+__all__ = ["encode_image"]
 
 
 def encode_image(image: Image.Image, fmt: str, quality: int = 95) -> bytes:

@@ -15,9 +15,10 @@ from torch.nn import Module
 
 from schemas import ModelEntry
 
-from . import single_file, tiny
+from . import checksums, single_file, tiny
 from .errors import ModelUnavailable
 from .runtime import quiet_libraries
+from .toy_models import TOY_MODELS, toy_path
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,13 @@ class LoadedModel:
     versions: dict[str, str] = field(default_factory=dict)
     cache: dict[str, Any] = field(default_factory=dict)
     """Per-model constants the engine computes once (the white latent)."""
+    compiled_unet: Any = None
+    """The compiled UNet at its fixed batch (`compiled.compile_unet`); None: the eager one."""
+
+    @property
+    def denoising_unet(self) -> Any:
+        """The UNet that StreamMultiDiffusion's sampler calls: the compiled one if any."""
+        return self.compiled_unet if self.compiled_unet is not None else self.pipe.unet
 
     @property
     def family(self) -> str:
@@ -74,12 +82,20 @@ def resolve_source(source: str, cache_dir: Path) -> tuple[str, bool]:
     A `.safetensors` source is one file: a local path, or `<owner>/<repo>/<file>` on the hub
     (downloaded, or taken from the hub cache when offline). As a model's `source` it is a
     checkpoint in the original SD layout (see `single_file.load_single_file` for where its
-    configs and tokenizers come from); as `lora` or `unet` it holds those weights."""
+    configs and tokenizers come from); as `lora` or `unet` it holds those weights.
+
+    Local weights with recorded digests (`SHA256SUMS`, see `checksums`) are checked here."""
     if source.startswith("builtin:"):
-        return str(tiny.builtin_path(source.removeprefix("builtin:"), cache_dir)), True
+        name = source.removeprefix("builtin:")
+        if name in TOY_MODELS:
+            path = toy_path(name)
+            checksums.verify(str(path))
+            return str(path), True
+        return str(tiny.builtin_path(name, cache_dir)), True
     path = Path(source).expanduser()
     if is_single_file(source):
         if path.is_file():
+            checksums.verify(str(path))
             return str(path), True
         if hub_file_parts(source) is not None:
             return _hub_file(source), True
@@ -88,6 +104,7 @@ def resolve_source(source: str, cache_dir: Path) -> tuple[str, bool]:
             "in the models file (a hub file is written <owner>/<repo>/<file>.safetensors)"
         )
     if path.is_dir():
+        checksums.verify(str(path))
         return str(path), True
     if source.startswith((".", "/", "~")):
         raise ModelUnavailable(f"model directory {source} does not exist")
@@ -277,6 +294,14 @@ def _load_tiny_vae(entry: ModelEntry, device: torch.device, dtype: torch.dtype, 
     return vae.to(device)
 
 
+def _toy_present(name: str) -> bool:
+    try:
+        toy_path(name)
+    except ModelUnavailable:
+        return False
+    return True
+
+
 def library_versions() -> dict[str, str]:
     """Versions that decide the pixels; written next to every image."""
     import diffusers
@@ -293,6 +318,9 @@ def weights_available(entry: ModelEntry, cache_dir: Path) -> bool:
     """Whether `entry` can be loaded without the network (built-ins can always be built)."""
     for source in filter(None, (entry.source, entry.lora, entry.unet)):
         if source.startswith("builtin:"):
+            name = source.removeprefix("builtin:")
+            if name in TOY_MODELS and not _toy_present(name):
+                return False
             continue
         if Path(source).expanduser().exists():
             continue

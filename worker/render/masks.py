@@ -83,7 +83,7 @@ def prepare_masks(
     latent_size: tuple[int, int],
     cover_alpha: float = COVER_ALPHA,
 ) -> PreparedMasks:
-    """The mask pipeline of the algorithm doc, in its order, for (P, 1, H, W) masks in [0, 1]
+    """The mask pipeline of docs/method.md ("Masks"), in its order, for (P, 1, H, W) masks in [0, 1]
     already at canvas size: cover, blur, (keep for the blend), strength, quantize, downsample."""
     if masks.ndim != 4 or masks.shape[1] != 1:
         raise ValueError(f"masks must be (P, 1, H, W), got {tuple(masks.shape)}")

@@ -156,6 +156,7 @@ def sample(
     should_cancel: CancelCheck | None = None,
     on_latent: LatentCallback | None = None,
     batch: ViewBatch | None = None,
+    average_noisy_latents: bool = False,
 ) -> torch.Tensor:
     """Run every step and return the final predicted clean latent (1, C, h, w), float32.
 
@@ -164,6 +165,16 @@ def sample(
     The LCM sampler noises each step's mix with fresh noise; the Euler sampler is
     deterministic: the fixed background and the bootstrap white are noised with the initial
     noise, and the mix goes on with the mixed predicted noise (see `Schedule`).
+
+    `average_noisy_latents` (LCM only; not a spec field) turns latent pre-averaging off, for
+    benchmarks of the failure it fixes: as plain MultiDiffusion on an LCM schedule, every
+    region-view pair's clean prediction is noised to the next level with noise of its own
+    and those noisy latents are averaged, so the averaged noise is too weak where pairs
+    overlap (what latent pre-averaging fixes in StreamMultiDiffusion, Lee et al. 2024). The
+    pairs' noise comes from a generator on the device seeded from the job's, so it differs
+    between devices; the final step averages clean predictions either way. Euler's mix is
+    linear in its samples, so averaging noisy latents there equals what the default does, and
+    the flag is ignored.
     """
     batch = batch if batch is not None else ViewBatch(DEFAULT_CPU_VIEW_BATCH)
     device = inputs.masks.device
@@ -175,6 +186,10 @@ def sample(
     timesteps = torch.tensor(sched.timesteps).to(device)
     x = noise_stream.take()  # the generator's first draw
     initial_noise = x if euler else None
+    pair_noise = None
+    if average_noisy_latents and not euler:  # drawn after _Noise: the job's stream is unchanged
+        seed = int(torch.randint(0, 2**62, (1,), generator=inputs.generator))
+        pair_noise = torch.Generator(device).manual_seed(seed)
     x0_mix = x
     for i in range(total):
         _check_cancel(should_cancel)
@@ -183,12 +198,15 @@ def sample(
             fresh = initial_noise if initial_noise is not None else noise_stream.take()
             boot = _bootstrap_background(i, x, inputs, fresh)
         acc = Accumulator(latent_shape, device, noise=euler)
+        noisy = None
+        if pair_noise is not None and i + 1 < total:
+            noisy = _NoisyMix(Accumulator(latent_shape, device), pair_noise, i + 1)
         pairs = [
             _prepare_view(i, x, boot, v, inputs, plan)
             for v in range(len(inputs.views))
             if plan.active[i][v]  # no region claims a pixel here at this step: weight 0
         ]
-        _run_pairs(unet, (i, timesteps[i]), pairs, inputs, acc, batch, should_cancel)
+        _run_pairs(unet, (i, timesteps[i]), pairs, inputs, acc, batch, should_cancel, noisy)
         x0_mix = acc.result(inputs.background)
         if i + 1 < total:
             if euler:
@@ -196,7 +214,13 @@ def sample(
                 noise = acc.noise_result(fill)
             else:
                 noise = noise_stream.take()
-            x = sched.renoise(i + 1, x0_mix, noise)
+            if noisy is not None:
+                fill = None
+                if inputs.background is not None:
+                    fill = sched.renoise(i + 1, inputs.background, noise)
+                x = noisy.acc.result(fill)
+            else:
+                x = sched.renoise(i + 1, x0_mix, noise)
         if on_latent is not None:
             on_latent(i + 1, x0_mix)
         if on_step is not None:
@@ -265,9 +289,22 @@ def _prepare_view(i, x, boot, v: int, inputs: SamplerInputs, plan: _Plan) -> _Vi
     )
 
 
-def _run_pairs(unet, step, pairs: list[_ViewPairs], inputs: SamplerInputs, acc, batch, cancel):
-    """Denoise every pair of a step, `batch.size` pairs per UNet call, into the accumulator.
-    `step` is the step number and its timestep on the device."""
+@dataclass
+class _NoisyMix:
+    """`sample(average_noisy_latents=True)`: each pair's clean prediction noised to step
+    `next_step` with noise of its own from `generator`, averaged in `acc`."""
+
+    acc: Accumulator
+    generator: torch.Generator
+    next_step: int
+
+
+def _run_pairs(
+    unet, step, pairs: list[_ViewPairs], inputs: SamplerInputs, acc, batch, cancel, noisy=None
+):
+    """Denoise every pair of a step, `batch.size` pairs per UNet call, into the accumulator
+    (and, with `noisy`, their noised predictions into its accumulator). `step` is the step
+    number and its timestep on the device."""
     i, t = step
     queue = list(pairs)
     while queue:
@@ -318,6 +355,10 @@ def _run_pairs(unet, step, pairs: list[_ViewPairs], inputs: SamplerInputs, acc, 
                     leak = (x0 - p.b_view.float()).pow(2).mean(dim=1, keepdim=True)
                     weight = weight * (2 * torch.sigmoid(leak / inputs.leak_sensitivity) - 1)
             acc.add(p.view, x0, weight * p.tile_weight, eps)
+            if noisy is not None:
+                own = torch.randn(x0.shape, generator=noisy.generator, device=x0.device)
+                noised = sched.renoise(noisy.next_step, x0, own)
+                noisy.acc.add(p.view, noised, weight * p.tile_weight)
 
 
 class ViewBatch:

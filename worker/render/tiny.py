@@ -182,25 +182,13 @@ def build_tiny_pipeline():
         StableDiffusionPipeline,
         UNet2DConditionModel,
     )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTokenizer
 
     tokenizer = CLIPTokenizer.from_pretrained(TOKENIZER_DIR, model_max_length=77)
     torch.manual_seed(SEED)
     unet = UNet2DConditionModel(**tiny_unet_config())
     vae = AutoencoderKL(**tiny_vae_config())
-    text_config = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_attention_heads=4,
-        num_hidden_layers=2,
-        max_position_embeddings=77,
-        projection_dim=32,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    text_encoder = CLIPTextModel(text_config)
+    text_encoder = sd15_text_encoder(tokenizer)
     _scale_text_attention(unet)
     return StableDiffusionPipeline(
         vae=vae,
@@ -212,6 +200,49 @@ def build_tiny_pipeline():
         feature_extractor=None,
         requires_safety_checker=False,
     )
+
+
+def sd15_text_encoder(tokenizer):
+    """A tiny CLIP text encoder (the SD1.5 family's one encoder), of the default init."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            max_position_embeddings=77,
+            projection_dim=32,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+
+
+def xl_text_encoders(tokenizer) -> list:
+    """SDXL's two tiny text encoders (CLIP-L and OpenCLIP-bigG stand-ins), of the default init."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    encoders = []
+    for width, cls in zip(XL_TEXT_WIDTHS, (CLIPTextModel, CLIPTextModelWithProjection)):
+        config = CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=width,
+            intermediate_size=2 * width,
+            num_attention_heads=4,
+            num_hidden_layers=3,
+            max_position_embeddings=77,
+            projection_dim=XL_POOLED_DIM,
+            hidden_act="quick_gelu" if cls is CLIPTextModel else "gelu",
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        encoders.append(cls(config))
+    return encoders
 
 
 def _scale_text_attention(unet) -> None:
@@ -237,34 +268,14 @@ def build_tiny_xl_pipeline():
         StableDiffusionXLPipeline,
         UNet2DConditionModel,
     )
-    from transformers import (
-        CLIPTextConfig,
-        CLIPTextModel,
-        CLIPTextModelWithProjection,
-        CLIPTokenizer,
-    )
+    from transformers import CLIPTokenizer
 
     tokenizer = CLIPTokenizer.from_pretrained(TOKENIZER_DIR, model_max_length=77)
     torch.manual_seed(SEED + 2)
     unet = UNet2DConditionModel(**tiny_xl_unet_config())
     # SDXL's VAE: the SD1.5 architecture with its own scaling, unstable in fp16.
     vae = AutoencoderKL(**{**tiny_vae_config(), "scaling_factor": 0.13025, "force_upcast": True})
-    encoders = []
-    for width, cls in zip(XL_TEXT_WIDTHS, (CLIPTextModel, CLIPTextModelWithProjection)):
-        config = CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=width,
-            intermediate_size=2 * width,
-            num_attention_heads=4,
-            num_hidden_layers=3,
-            max_position_embeddings=77,
-            projection_dim=XL_POOLED_DIM,
-            hidden_act="quick_gelu" if cls is CLIPTextModel else "gelu",
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        encoders.append(cls(config))
+    encoders = xl_text_encoders(tokenizer)
     _scale_text_attention(unet)
     return StableDiffusionXLPipeline(
         vae=vae,

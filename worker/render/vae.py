@@ -48,10 +48,16 @@ def decode_tiled(
     _, _, h, w = latent.shape
     stride = tile - overlap
     out = torch.zeros(1, 3, h * LATENT_SCALE, w * LATENT_SCALE)
-    rows = zip(axis_spans(h, tile, stride), axis_profiles(h * LATENT_SCALE, tile * LATENT_SCALE,
-                                                          stride * LATENT_SCALE))  # fmt: skip
-    cols = list(zip(axis_spans(w, tile, stride), axis_profiles(w * LATENT_SCALE,
-                    tile * LATENT_SCALE, stride * LATENT_SCALE)))  # fmt: skip
+    rows = zip(
+        axis_spans(h, tile, stride),
+        axis_profiles(h * LATENT_SCALE, tile * LATENT_SCALE, stride * LATENT_SCALE),
+    )
+    cols = list(
+        zip(
+            axis_spans(w, tile, stride),
+            axis_profiles(w * LATENT_SCALE, tile * LATENT_SCALE, stride * LATENT_SCALE),
+        )
+    )
     for (top, bottom), wy in rows:
         for (left, right), wx in cols:
             pixels = decode(vae, latent[..., top:bottom, left:right], scaling_vae).cpu()
