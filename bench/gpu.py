@@ -440,6 +440,57 @@ def save_for_farm(model, directory: Path) -> dict[str, str]:
 # --- report ------------------------------------------------------------------------------------
 
 
+def compiled_section(bench: Bench, sizes: Sizes) -> list[str]:
+    """The nine-region job eager, then with the UNet compiled (worker.render.compiled, as a
+    worker with `--compile` runs it): compile and warm-up time, the job's time compiled against
+    eager, and the graphs that jobs compiled after the warm-up (goal: none)."""
+    import torch
+    from torch._dynamo.utils import counters
+
+    from worker.render.compiled import compile_unet
+    from worker.render.defaults import LATENT_SCALE
+    from worker.render.sampler import auto_view_batch
+
+    model = bench.model
+    native = model.native_size
+    # Canvases at least the native size on each side: their views are all of the warm-up's
+    # size (a smaller canvas has smaller views, which compile once each).
+    scale = max(1, min(sizes.region_scale, 768 // native))  # a divisor of the example's size
+    spec = landscape_spec(scale, baseline_steps=None)
+    eager = bench.ours("4e", "nine regions, eager", spec, None)
+    side = native // LATENT_SCALE
+    batch = auto_view_batch(model.device, (side, side), bench.settings.view_batch)
+    started = time.perf_counter()
+    compile_unet(model, batch)
+    _sync(model.device)
+    compile_s = time.perf_counter() - started
+    graphs = counters["stats"]["unique_graphs"]
+    bench.ours("4w", "nine regions, compiled (first job, not counted)", spec, None)
+    row = bench.ours("4", "nine regions, compiled UNet", spec, None)
+    pano_h, pano_w = max(sizes.panorama[0], native), sizes.panorama[1]
+    bench.ours("4p", "panorama, compiled (another canvas)", panorama_spec(pano_w, pano_h), None)
+    recompiles = counters["stats"]["unique_graphs"] - graphs
+    torch._dynamo.reset()
+    return [
+        "",
+        "## 4. Eager against compiled",
+        "",
+        (
+            f"- compile and warm-up: {compile_s:.1f} s ({model.compiled_unet.batch} UNet rows "
+            f"per call; the repeated transformer blocks compiled, channels_last)"
+        ),
+        (
+            f"- nine-region job {row.height}x{row.width}: eager {eager.wall_s:.2f} s, compiled "
+            f"**{row.wall_s:.2f} s** (compiled/eager {row.wall_s / max(eager.wall_s, 1e-9):.2f}; "
+            f"{row.unet_samples} UNet rows evaluated with the padding, {eager.unet_samples} eager)"
+        ),
+        (
+            f"- graphs compiled by jobs after the warm-up (the nine-region job twice, then a "
+            f"{pano_h}x{pano_w} panorama): **{recompiles}** (goal 0)"
+        ),
+    ]
+
+
 def row_line(row: Row, paper: str = "") -> str:
     cells = [
         row.job,
@@ -602,16 +653,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{ys['side']} px)"
         )
 
-    # 4. Eager against compiled.
-    lines += [
-        "",
-        "## 4. Eager against compiled",
-        "",
-        (
-            "- compiled: not measured, the engine has no compiled-UNet path yet (issue 16, "
-            "item 3); every figure here is eager"
-        ),
-    ]
+    # 4. Eager against compiled: measured after the farm run (compiling changes the loaded
+    # UNet in place, and every other figure is eager); its lines go here.
+    section4 = len(lines)
 
     # 5. Peak memory.
     lines += ["", "## 5. Peak memory", ""]
@@ -664,6 +708,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{farm['wait_max_s']:.2f} s"
         ),
     ]
+
+    lines[section4:section4] = compiled_section(bench, sizes)
 
     # Goals.
     lines += ["", "## Goals", ""]
