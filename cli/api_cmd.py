@@ -205,7 +205,9 @@ def _start_workers(settings: Settings, args: argparse.Namespace) -> list[subproc
     }
     if settings.api_keys_file is not None:
         env["REGIONFARM_API_KEYS_FILE"] = str(settings.api_keys_file.resolve())
-    command = [sys.executable, "-m", "cli.main", "worker"]
+    from worker.supervisor import python_module
+
+    command = python_module("cli.main", "worker")
     procs = [subprocess.Popen([*command, "--webhooks"], env=env)]
     from cli.worker_cmd import visible_gpus
 

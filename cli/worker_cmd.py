@@ -51,7 +51,9 @@ def visible_gpus() -> list[str]:
 
 
 def _child_args(*args: str) -> list[str]:
-    return [sys.executable, "-m", "worker.main", *args]
+    from worker.supervisor import python_module
+
+    return python_module("worker.main", *args)
 
 
 def _compile_flag(args: argparse.Namespace) -> list[str]:

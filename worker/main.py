@@ -127,12 +127,21 @@ def run_render_worker(
     configure_torch(settings.torch_threads)
     try:
         model = load_model(models[model_name], device=device, cache_dir=settings.model_cache)
-        if compile_unet or model.entry.compile:
-            _compile(model, settings)
     except ModelUnavailable as exc:
         # A worker without its model takes no jobs: they wait for one that has it.
         log.error("model %s is unavailable, this worker takes no jobs: %s", model_name, exc)
         return EXIT_MODEL_UNAVAILABLE
+    if compile_unet or model.entry.compile:
+        try:
+            _compile(model, settings)
+        except Exception as exc:  # torch.compile raises its backends' own errors
+            log.error(
+                "compiling the UNet of %s failed, this worker takes no jobs: %s; start it "
+                "without --compile (or set compile = false in the models file)",
+                model_name,
+                exc,
+            )
+            return EXIT_MODEL_UNAVAILABLE
     records = _records(settings)
     app = make_worker_app(settings)
     runner = Runner(

@@ -116,4 +116,8 @@ def _stop_all(children: list[Child], grace: float) -> None:
 
 
 def python_module(module: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", module, *args]
+    """The command that runs `module` in a child process with this interpreter. `-P`: the
+    working directory is not put on the child's import path, so a folder there named like one
+    of ours (a data dir called `farm`, a checkout's `worker/`) cannot stand in for the
+    installed package."""
+    return [sys.executable, "-P", "-m", module, *args]

@@ -175,10 +175,8 @@ def deliver(
             f"webhooks are sent only for finished jobs ({', '.join(EVENTS)}); "
             f"this job's status is {status!r}"
         )
-    parts, addresses = _checked_target(url, allowlist)
+    parts, host, port, addresses = _checked_target(url, allowlist)
     tls = parts.scheme.lower() == "https"
-    host = (parts.hostname or "").rstrip(".")
-    port = parts.port or (443 if tls else 80)
 
     timestamp = int(time.time() if now is None else now)
     body = json.dumps(job, separators=(",", ":"), sort_keys=False).encode()
@@ -202,8 +200,8 @@ def deliver(
 
 
 def _checked_target(url: str, allowlist: Sequence[str]):
-    """The URL's parts and the addresses to dial, both checked against the farm's rules;
-    raises WebhookRefused."""
+    """The URL's parts, host and port, and the addresses to dial, checked against the farm's
+    rules; raises WebhookRefused."""
     # A cheap check first (no lookup), so an invalid or plainly forbidden URL is refused
     # before anything touches the network, and the URL is known to parse below.
     problem = webhook_url_problem(url, allowlist=allowlist, resolve=False)
@@ -227,7 +225,7 @@ def _checked_target(url: str, allowlist: Sequence[str]):
                     f"{why}; add it to the farm's webhook allow-list if it is meant to be "
                     "reached"
                 )
-    return parts, addresses
+    return parts, host, port, addresses
 
 
 def _post(conn, where: str, target: str, body: bytes, headers: dict, now: float | None) -> int:

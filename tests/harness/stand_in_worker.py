@@ -37,7 +37,7 @@ CRASH = "rf-test:crash"
 """In a background prompt: the stand-in kills its worker process (SIGKILL) at the first step."""
 RAISE = "rf-test:raise"
 """In a background prompt: the stand-in raises at the first step (a bug in the engine)."""
-_WORKER_MAIN = ["-m", "worker.main"]
+_WORKER_MAIN = ["-P", "-m", "worker.main"]
 """How cli/worker_cmd.py starts each child; the stand-in's children start this file instead."""
 
 
@@ -84,13 +84,14 @@ def stand_in_render(
 
 def child_args(args: list[str], step_ms: float) -> list[str]:
     """A child's command line from the one `regionfarm worker` gives it: this file, in child
-    mode with the stand-in, instead of ``-m worker.main``; the rest unchanged."""
-    if args[1:3] != _WORKER_MAIN:
+    mode with the stand-in, instead of ``-P -m worker.main``; the rest unchanged."""
+    if args[1 : 1 + len(_WORKER_MAIN)] != _WORKER_MAIN:
         raise RuntimeError(
             f"cli/worker_cmd.py starts its children differently now: {args}; "
             "update tests/harness/stand_in_worker.py to match"
         )
-    return [args[0], str(HERE), "--child", "--step-ms", str(step_ms), *args[3:]]
+    rest = args[1 + len(_WORKER_MAIN) :]
+    return [args[0], str(HERE), "--child", "--step-ms", str(step_ms), *rest]
 
 
 def _supervise(args: argparse.Namespace) -> int:

@@ -148,3 +148,24 @@ def test_a_worker_with_compile_warms_up_at_its_view_batch(models, model_cache):
         assert model.denoising_unet is model.compiled_unet
     finally:
         torch._dynamo.reset()
+
+
+def test_a_worker_whose_compile_fails_takes_no_jobs_and_says_what_to_do(
+    model_cache, monkeypatch, caplog
+):
+    import worker.main
+    from schemas import Settings
+
+    def broken(model, settings):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(worker.main, "_compile", broken)
+    code = worker.main.run_render_worker(
+        Settings(model_cache=model_cache),
+        "tiny-random",
+        device="cpu",
+        node_name="t@test",
+        compile_unet=True,
+    )
+    assert code == worker.main.EXIT_MODEL_UNAVAILABLE
+    assert "no C++ compiler" in caplog.text and "without --compile" in caplog.text

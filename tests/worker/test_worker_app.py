@@ -330,9 +330,10 @@ def test_the_stand_in_worker_starts_what_regionfarm_worker_starts_but_its_own_ch
         "--child",
         "--step-ms",
         "50",
-        *child.args[3:],
+        *child.args[4:],
     ]
-    assert child.args[3:] == [
+    assert child.args[:4] == [sys.executable, "-P", "-m", "worker.main"]
+    assert child.args[4:] == [
         "--model",
         "tiny-random",
         "--device",

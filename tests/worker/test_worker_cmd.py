@@ -34,3 +34,22 @@ def test_one_gpu_or_the_cpu(monkeypatch):
     (cpu,) = render_children("m", _args(device="cpu", name="w7"))
     assert cpu.name.startswith("w7@") and cpu.env == {}
     assert cpu.args[cpu.args.index("--device") + 1] == "cpu"
+
+
+def test_children_import_the_installed_packages_not_folders_in_the_working_directory(tmp_path):
+    """A data dir named `farm` (with its `storage/`) where `regionfarm up` runs once made every
+    worker child import it as the `farm` package and die; the children run with `-P`."""
+    import subprocess
+    import sys
+
+    from worker.supervisor import python_module
+
+    (tmp_path / "farm" / "storage").mkdir(parents=True)
+    command = python_module("worker.main", "--help")
+    assert command[:4] == [sys.executable, "-P", "-m", "worker.main"]
+    ran = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    # Without -P the folder shadows the package: the check above can fail.
+    bare = [c for c in command if c != "-P"]
+    shadowed = subprocess.run(bare, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert shadowed.returncode != 0 and "farm.storage" in shadowed.stderr
